@@ -1,0 +1,1 @@
+"""Pieces every Refund Desk process shares: settings, the Temporal client, boundary models."""

@@ -1,0 +1,197 @@
+"""Messages that cross a boundary: the workflow input, its signals and its `state`
+query. One pydantic model per message, sent with temporalio's pydantic converter.
+Pure (no I/O): the workflow sandbox imports this module."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.money import normalize_currency
+
+Locale = Literal["en", "ja", "ko"]
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+class Strict(BaseModel):
+    """Boundary models refuse unknown keys: a typo must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RefundReason(StrEnum):
+    technical_issue = "technical_issue"
+    not_as_described = "not_as_described"
+    unused = "unused"
+    billing_error = "billing_error"
+    duplicate_charge = "duplicate_charge"
+    change_of_mind = "change_of_mind"
+    fraud_suspected = "fraud_suspected"
+    other = "other"
+
+
+class CaseStatus(StrEnum):
+    """Where a case is. The value is also the `RefundStatus` search attribute."""
+
+    received = "received"
+    assessing = "assessing"
+    awaiting_info = "awaiting_info"
+    awaiting_agent = "awaiting_agent"
+    approved = "approved"
+    refunding = "refunding"
+    refunded = "refunded"
+    refund_failed = "refund_failed"
+    denied = "denied"
+    abandoned = "abandoned"
+    withdrawn = "withdrawn"
+    disputed = "disputed"
+    completed = "completed"
+
+
+TERMINAL_STATUSES = frozenset(
+    {CaseStatus.denied, CaseStatus.abandoned, CaseStatus.withdrawn, CaseStatus.disputed,
+     CaseStatus.completed}
+)
+
+
+def check_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL.match(value) or len(value) > 254:
+        raise ValueError(f"{value!r} is not an email address")
+    return value.lower()
+
+
+def case_id_for(request_id: str) -> str:
+    return f"refund-{request_id}"
+
+
+class RefundRequest(Strict):
+    """A customer's refund request, as the billing system or helpdesk sends it."""
+
+    request_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        description="The sender's id for this request; the case id is refund-<request_id>.",
+        examples=["req_1042"],
+    )
+    customer_email: str = Field(examples=["ana@example.com"])
+    charge_id: str | None = Field(None, pattern=r"^ch_[A-Za-z0-9_]+$", examples=["ch_3Pq..."])
+    payment_intent_id: str | None = Field(None, pattern=r"^pi_[A-Za-z0-9_]+$")
+    reason: RefundReason
+    message: str = Field("", max_length=10_000)
+    amount: int | None = Field(
+        None, gt=0, description="Minor units (cents, or yen for JPY). Absent: the policy decides."
+    )
+    currency: str | None = Field(None, examples=["usd"])
+    locale: Locale = "en"
+    documents: list[str] = Field(default_factory=list, max_length=20)
+
+    @field_validator("customer_email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        return check_email(v)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        return normalize_currency(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _has_purchase(self) -> RefundRequest:
+        if not (self.charge_id or self.payment_intent_id):
+            raise ValueError("one of charge_id or payment_intent_id is required")
+        return self
+
+    @property
+    def case_id(self) -> str:
+        return case_id_for(self.request_id)
+
+
+# --- signals -------------------------------------------------------------------------
+
+
+class ApproveSignal(Strict):
+    agent: str = Field(min_length=1, max_length=100)
+    amount: int | None = Field(None, gt=0, description="Minor units; absent: the policy amount.")
+    note: str = Field("", max_length=2_000)
+
+
+class DenySignal(Strict):
+    agent: str = Field(min_length=1, max_length=100)
+    clause_id: str = Field(min_length=1, description="The policy clause the denial rests on.")
+    note: str = Field("", max_length=2_000)
+    alternative: str | None = Field(None, description="Id of one of the policy's alternatives.")
+
+
+class RequestInfoSignal(Strict):
+    agent: str = Field(min_length=1, max_length=100)
+    questions: list[str] = Field(min_length=1, max_length=10)
+
+
+class CustomerReplySignal(Strict):
+    text: str = Field(max_length=50_000)
+    from_email: str | None = None
+    attachments: list[str] = Field(default_factory=list)
+    channel: Literal["email", "api", "cli"] = "api"
+
+
+RefundStatusName = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]
+
+
+class RefundUpdateSignal(Strict):
+    """A refund's status as Stripe reports it (webhook or poll)."""
+
+    refund_id: str
+    status: RefundStatusName
+    amount: int | None = None
+    currency: str | None = None
+    charge_id: str | None = None
+    failure_reason: str | None = None
+    acquirer_reference: str | None = None
+    case_id: str | None = Field(None, description="metadata.case_id; None: made outside us.")
+    event_id: str | None = None
+    source: Literal["webhook", "poll", "activity"] = "webhook"
+
+
+class DisputeOpenedSignal(Strict):
+    dispute_id: str
+    charge_id: str | None = None
+    reason: str | None = None
+    amount: int | None = None
+    event_id: str | None = None
+
+
+class FeedbackSignal(Strict):
+    rating: int = Field(ge=1, le=5)
+    comment: str = Field("", max_length=5_000)
+
+
+class WithdrawSignal(Strict):
+    by: str = Field("customer", max_length=100)
+    note: str = Field("", max_length=2_000)
+
+
+class EmailEventSignal(Strict):
+    """A SendGrid delivery event (bounce, dropped, ...) for one of the case's emails."""
+
+    event: str
+    email: str
+    template: str | None = None
+    reason: str | None = None
+    sg_event_id: str | None = None
+
+
+# --- the case's record ---------------------------------------------------------------
+
+
+class TimelineEntry(BaseModel):
+    """One change to a case: who, what, when, why."""
+
+    at: datetime
+    actor: str = Field(description="system | customer | stripe | sendgrid | agent:<id>")
+    kind: str = Field(description="A stable code, e.g. acknowledged, approval_refused.")
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
