@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_QUEUE = "refund-cases"
@@ -127,6 +127,9 @@ def load_settings(**overrides: object) -> Settings:
             name = ".".join(str(p) for p in err["loc"]) or "settings"
             lines.append(f"  {name}: {err['msg']}")
         raise ConfigError("Refund Desk configuration is invalid:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:  # a complex value (AGENT_TOKENS) that is not JSON
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"Refund Desk configuration is invalid:\n  {exc}{cause}") from None
 
 
 @functools.cache

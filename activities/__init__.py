@@ -1,0 +1,1 @@
+"""Every side effect of a refund case: Stripe, SendGrid, policy loading."""

@@ -1,0 +1,256 @@
+"""`make run` / `python starter.py dev`: bring up the whole local stack on its embedded
+defaults and supervise it until Ctrl-C.
+
+Started in order, each waited for before the next: the Temporal dev server (UI on
+TEMPORAL_UI_PORT, state in DATA_DIR/temporal.db so cases survive a restart, our search
+attributes registered), localstripe (state in DATA_DIR/localstripe.pickle), the worker
+(until it polls `refund-cases`), the HTTP API (until /healthz answers 200).
+
+If any child dies, the supervisor stops all the others and exits non-zero with a message
+naming the child and the end of its log. It does not restart it: on a developer machine a
+crash is a bug to see, not to hide behind a restart loop (docker-compose restarts in
+production).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import binaries, search_attributes
+from core.config import ROOT, TASK_QUEUE, ConfigError, Settings, load_settings
+from stack.net import port_open
+
+STOP_GRACE_SECONDS = 10
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which part and why."""
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            # A session of its own: Ctrl-C reaches only the supervisor, which then stops
+            # every child in order instead of leaving them to race.
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env}, start_new_session=True,
+            )
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.data = settings.DATA_DIR
+        self.logs = self.data / "logs"
+        self.children: list[Child] = []
+        self.temporal_address = f"127.0.0.1:{settings.TEMPORAL_PORT}"
+        self.stripe_base = f"http://127.0.0.1:{settings.LOCALSTRIPE_PORT}"
+
+    # -- what runs --------------------------------------------------------------------
+
+    def _app_env(self) -> dict[str, str]:
+        """The worker and API talk to the local servers this stack started."""
+        return {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "STRIPE_API_BASE": self.stripe_base,
+            "OUTBOX_DIR": str(self.s.OUTBOX_DIR),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _temporal(self) -> Child:
+        argv = [
+            binaries.temporal_cli(), "server", "start-dev",
+            "--ip", "127.0.0.1",
+            "--port", str(self.s.TEMPORAL_PORT),
+            "--ui-port", str(self.s.TEMPORAL_UI_PORT),
+            "--db-filename", str(self.data / "temporal.db"),
+            "--namespace", self.s.TEMPORAL_NAMESPACE,
+            "--log-level", "warn",
+            *search_attributes.cli_flags(),
+        ]
+        return Child("temporal", argv, self.logs / "temporal.log")
+
+    def _localstripe(self) -> Child:
+        argv = binaries.localstripe_command(
+            self.s.LOCALSTRIPE_PORT, self.data / "localstripe.pickle"
+        )
+        return Child("localstripe", argv, self.logs / "localstripe.log")
+
+    def _worker(self) -> Child:
+        return Child("worker", [sys.executable, "worker.py"], self.logs / "worker.log",
+                     self._app_env())
+
+    def _api(self) -> Child:
+        argv = [sys.executable, "-m", "uvicorn", "api.app:app",
+                "--host", self.s.API_HOST, "--port", str(self.s.API_PORT)]
+        return Child("api", argv, self.logs / "api.log", self._app_env())
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def check_ports(self) -> None:
+        busy = [
+            f"{name} port {port} is already in use (another `make run`? set {var})"
+            for name, port, var in [
+                ("Temporal", self.s.TEMPORAL_PORT, "TEMPORAL_PORT"),
+                ("Temporal UI", self.s.TEMPORAL_UI_PORT, "TEMPORAL_UI_PORT"),
+                ("localstripe", self.s.LOCALSTRIPE_PORT, "LOCALSTRIPE_PORT"),
+                ("API", self.s.API_PORT, "API_PORT"),
+            ]
+            if port_open(port)
+        ]
+        if busy:
+            raise StackError("; ".join(busy))
+
+    def start(self) -> None:
+        self.check_ports()
+        self.data.mkdir(parents=True, exist_ok=True)
+
+        temporal = self._launch(self._temporal())
+        self._wait(temporal, lambda: port_open(self.s.TEMPORAL_PORT), 60, "gRPC port")
+        self._wait(temporal, lambda: _http_ok(self._ui_url()), 60, "Web UI")
+
+        stripe = self._launch(self._localstripe())
+        self._wait(stripe, lambda: port_open(self.s.LOCALSTRIPE_PORT), 30, "port")
+
+        worker = self._launch(self._worker())
+        self._wait(worker, self._worker_polling, 60, f"a poller on {TASK_QUEUE}")
+
+        api = self._launch(self._api())
+        self._wait(api, lambda: _http_ok(self._api_url() + "/healthz"), 60, "/healthz")
+
+    def _launch(self, child: Child) -> Child:
+        child.start()
+        self.children.append(child)
+        return child
+
+    def _wait(self, child: Child, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            code = child.exited()
+            if code is not None:
+                raise StackError(
+                    f"{child.name} exited with code {code} while starting; "
+                    f"end of {child.log}:\n{child.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(f"{child.name}: no {what} after {timeout:.0f}s; see {child.log}")
+            time.sleep(0.25)
+
+    def _worker_polling(self) -> bool:
+        """True once `refund-cases` has a workflow poller (asked through the CLI so the
+        supervisor needs no event loop)."""
+        out = subprocess.run(
+            [binaries.temporal_cli(), "task-queue", "describe", "--task-queue", TASK_QUEUE,
+             "--address", self.temporal_address, "--namespace", self.s.TEMPORAL_NAMESPACE,
+             "--output", "json"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+        return out.returncode == 0 and '"identity"' in out.stdout
+
+    def watch(self) -> str:
+        """Block until a child dies; return a message naming it."""
+        while True:
+            for child in self.children:
+                code = child.exited()
+                if code is not None:
+                    return (f"{child.name} exited with code {code}; stopping the stack. "
+                            f"End of {child.log}:\n{child.tail()}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def _ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.s.TEMPORAL_UI_PORT}"
+
+    def _api_url(self) -> str:
+        host = "127.0.0.1" if self.s.API_HOST in ("0.0.0.0", "::") else self.s.API_HOST
+        return f"http://{host}:{self.s.API_PORT}"
+
+    def banner(self) -> str:
+        return "\n".join([
+            "Refund Desk is up.",
+            f"  Temporal UI    {self._ui_url()}/namespaces/{self.s.TEMPORAL_NAMESPACE}/workflows",
+            f"  Temporal gRPC  {self.temporal_address}",
+            f"  API            {self._api_url()}  (docs: {self._api_url()}/docs)",
+            f"  Stripe (local) {self.stripe_base}",
+            f"  Outbox         {self.s.OUTBOX_DIR}",
+            f"  Logs           {self.logs}",
+            "Try: python starter.py demo    Stop: Ctrl-C",
+        ])
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="starter.py dev", description=__doc__).parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    stack = Stack(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        stack.start()
+        print(stack.banner() + f"\n(ready in {time.monotonic() - started:.1f}s)", flush=True)
+        message = stack.watch()
+        print(message, file=sys.stderr, flush=True)
+        return 1
+    except StackError as exc:
+        print(f"Refund Desk did not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping Refund Desk...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        print("Stopped.", flush=True)
