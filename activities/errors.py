@@ -8,11 +8,11 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 
-def transient(error_type: str, message: str, **details: Any) -> ApplicationError:
+def transient(error_type: str, message: str, /, **details: Any) -> ApplicationError:
     """A failure a later attempt may not see (rate limit, connection, 5xx)."""
     return ApplicationError(message, details, type=error_type, non_retryable=False)
 
 
-def permanent(error_type: str, message: str, **details: Any) -> ApplicationError:
+def permanent(error_type: str, message: str, /, **details: Any) -> ApplicationError:
     """A failure no retry can fix (already refunded, disputed, bad amount, auth)."""
     return ApplicationError(message, details, type=error_type, non_retryable=True)

@@ -15,6 +15,7 @@ production).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -181,7 +182,12 @@ class Stack:
              "--output", "json"],
             capture_output=True, text=True, timeout=10, check=False,
         )
-        return out.returncode == 0 and '"identity"' in out.stdout
+        if out.returncode != 0:
+            return False
+        try:
+            return bool(json.loads(out.stdout).get("pollers"))
+        except ValueError:
+            return False
 
     def watch(self) -> str:
         """Block until a child dies; return a message naming it."""

@@ -1,0 +1,157 @@
+"""Email rendering: repository templates (Jinja2) in en, ja and ko, money and dates
+formatted for the locale with Babel. Used by the email activities only (it reads
+template files, so workflows never import it).
+
+Layout: `templates/<locale>/<name>.subject.txt`, `<name>.txt`, `<name>.html`. HTML is
+autoescaped (customer text is untrusted); the plain-text parts are not, because escaping
+would corrupt text/plain, and the subject is collapsed to one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel import Locale as BabelLocale
+from babel.dates import format_date, format_time
+from babel.numbers import format_currency
+
+from core.money import normalize_currency, to_decimal
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+LOCALES = ("en", "ja", "ko")
+
+# Context keys each template needs besides the ones every template gets (case_id,
+# customer_email, locale). Checked before rendering so a gap is reported by name.
+REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
+    "acknowledgment": frozenset({"reason", "ack_deadline"}),
+    "info_request": frozenset({"questions", "reply_by"}),
+    "reminder": frozenset({"questions", "reply_by"}),
+    "approval": frozenset({"amount", "currency", "next_steps_by"}),
+    "denial": frozenset({"clause_id", "clause_text", "alternatives", "note"}),
+    "refund_completed": frozenset(
+        {"amount", "currency", "acquirer_reference", "feedback_hint"}
+    ),
+    "billing_error_apology": frozenset({"amount", "currency", "root_cause", "next_steps_by"}),
+    "abandoned": frozenset({"questions"}),
+    "refund_failed": frozenset({"amount", "currency", "failure_reason"}),
+    "ops_escalation": frozenset({"kind", "message"}),
+}
+COMMON_CONTEXT = frozenset({"case_id", "customer_email"})
+
+
+class RenderError(Exception):
+    """The email cannot be rendered (unknown template or locale, missing or bad context
+    value). No retry can fix it."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def format_money(amount: int, currency: str, locale: str) -> str:
+    """Minor units for the reader: 12345 usd en -> '$123.45', 5000 jpy ja -> '￥5,000'."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise RenderError(f"amount must be an integer in minor units, got {amount!r}")
+    try:
+        code = normalize_currency(str(currency))
+    except ValueError as exc:
+        raise RenderError(str(exc)) from None
+    return format_currency(to_decimal(amount, code), code.upper(), locale=locale)
+
+
+def parse_instant(value: str) -> datetime:
+    """An ISO 8601 string as an aware datetime; a naive one is taken as UTC."""
+    if not isinstance(value, str):
+        raise RenderError(f"expected an ISO 8601 string, got {value!r}")
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        raise RenderError(f"{value!r} is not an ISO 8601 date-time") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def format_instant(value: str, locale: str) -> str:
+    """Date and time in UTC, in the locale's long date + short time pattern:
+    'March 4, 2025, 3:30 PM UTC', '2025年3月4日 15:30 UTC'."""
+    instant = parse_instant(value).astimezone(UTC)
+    date_part = format_date(instant, "long", locale=locale)
+    time_part = format_time(instant, "short", tzinfo=UTC, locale=locale)
+    pattern = BabelLocale.parse(locale).datetime_formats["long"]
+    return str(pattern).format(time_part, date_part) + " UTC"
+
+
+def format_day(value: str, locale: str) -> str:
+    """Just the date, long form: 'March 4, 2025', '2025年3月4日', '2025년 3월 4일'."""
+    return format_date(parse_instant(value).astimezone(UTC), "long", locale=locale)
+
+
+@jinja2.pass_context
+def _money_filter(
+    ctx: jinja2.runtime.Context, amount: int, currency: str, locale: str | None = None
+) -> str:
+    return format_money(amount, currency, locale or ctx["locale"])
+
+
+@jinja2.pass_context
+def _datetime_filter(ctx: jinja2.runtime.Context, value: str, locale: str | None = None) -> str:
+    return format_instant(value, locale or ctx["locale"])
+
+
+@jinja2.pass_context
+def _date_filter(ctx: jinja2.runtime.Context, value: str, locale: str | None = None) -> str:
+    return format_day(value, locale or ctx["locale"])
+
+
+@functools.cache
+def environment(root: Path = TEMPLATES_DIR) -> jinja2.Environment:
+    """One shared environment (thread-safe for rendering; templates cached)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["money"] = _money_filter
+    env.filters["datetime"] = _datetime_filter
+    env.filters["date"] = _date_filter
+    return env
+
+
+def render(template: str, locale: str, context: Mapping[str, Any]) -> RenderedEmail:
+    """Subject, plain text and HTML of one email. Raises RenderError for an unknown
+    template or locale, a missing context key or a value the filters refuse."""
+    if template not in REQUIRED_CONTEXT:
+        raise RenderError(f"unknown email template {template!r}")
+    if locale not in LOCALES:
+        raise RenderError(f"unsupported locale {locale!r} (have {', '.join(LOCALES)})")
+    missing = sorted((REQUIRED_CONTEXT[template] | COMMON_CONTEXT) - context.keys())
+    if missing:
+        raise RenderError(f"template {template!r} is missing context keys: {missing}")
+    values = {**context, "locale": locale}
+    env = environment()
+    try:
+        subject = env.get_template(f"{locale}/{template}.subject.txt").render(values)
+        text = env.get_template(f"{locale}/{template}.txt").render(values)
+        html = env.get_template(f"{locale}/{template}.html").render(values)
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(f"template file missing: {exc}") from None
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:  # bad context values
+        raise RenderError(f"template {template!r} ({locale}): {exc}") from None
+    return RenderedEmail(subject=_one_line(subject), text=text.strip() + "\n", html=html)
+
+
+def _one_line(subject: str) -> str:
+    """Subjects are headers: no newlines, no runs of blanks."""
+    return re.sub(r"\s+", " ", subject).strip()

@@ -1,0 +1,358 @@
+"""Stripe activities: the only code that reads or moves money in Stripe.
+
+Async activities on the SDK's `*_async` methods (httpx), so the worker needs no
+activity executor. SDK network retries are off: Temporal retries, and every failure
+leaves here as a typed ApplicationError (`map_stripe_error`). A refund is created only
+after a look-up of the charge's refunds for one carrying this case's id, with an explicit
+idempotency key from the workflow, so a retry after a lost response never pays twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import permanent, transient
+from activities.stripe_models import (
+    CREATE_REFUND,
+    GATHER_FACTS,
+    GET_REFUND,
+    STRIPE_PERMANENT,
+    STRIPE_TRANSIENT,
+    CreateRefundInput,
+    GatherFactsInput,
+    GetRefundInput,
+    RefundResult,
+    StripeFacts,
+)
+from core.config import Settings
+from core.money import plain
+
+__all__ = [
+    "CreateRefundInput",
+    "GatherFactsInput",
+    "GetRefundInput",
+    "RefundResult",
+    "StripeActivities",
+    "StripeFacts",
+    "map_stripe_error",
+    "refund_result",
+]
+
+HTTP_TIMEOUT_SECONDS = 20.0
+DUPLICATE_WINDOW_SECONDS = 24 * 3600
+MAX_CUSTOMER_CHARGES = 300  # enough history for abuse signals; bounds the look-up cost
+OPEN_DISPUTE_STATUSES = frozenset(
+    {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
+)
+# Codes Stripe uses for "try again shortly" whatever the HTTP class.
+_TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_use"})
+
+
+class _NotFound(Exception):
+    """The charge or payment intent does not exist (or has no charge yet)."""
+
+
+# --- error mapping -------------------------------------------------------------------
+
+
+def _field(obj: Any, *path: str) -> Any:
+    """obj.a.b.c, or None where a link is missing (Stripe objects omit absent fields)."""
+    for name in path:
+        if obj is None:
+            return None
+        obj = getattr(obj, name, None)
+    return obj
+
+
+def _id(value: Any) -> str | None:
+    """An id from a field that is either an id or an expanded object."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.id
+
+
+def _stripe_code(exc: stripe.StripeError) -> str:
+    """Stripe's error code, or a stable stand-in where Stripe sends none."""
+    if isinstance(exc, stripe.AuthenticationError):
+        return "authentication"
+    if isinstance(exc, stripe.PermissionError):
+        return "permission"
+    if isinstance(exc, stripe.APIConnectionError):
+        return "connection"
+    code = exc.code or _field(exc.error, "code")
+    if code:
+        return code
+    if isinstance(exc, stripe.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, stripe.IdempotencyError):
+        return "idempotency_error"
+    if isinstance(exc, stripe.InvalidRequestError):
+        if exc.http_status == 404:
+            return "resource_missing"
+        # Stripe sends an over-refund without a code: param=amount and this wording.
+        if exc.param == "amount" and "greater than unrefunded" in (exc.user_message or ""):
+            return "amount_too_large"
+        return "invalid_request"
+    if isinstance(exc, stripe.CardError):
+        return "card_error"
+    return "api_error"
+
+
+def map_stripe_error(exc: stripe.StripeError) -> ApplicationError:
+    """The one place that decides whether a Stripe failure is worth retrying.
+
+    Transient (`StripeTransient`): rate limit / lock timeout (429), connection errors,
+    5xx and 409 idempotency-key-in-use. Everything else (already refunded, disputed,
+    amount too large, invalid request, auth, permission) is `StripePermanent`,
+    non-retryable. details[0] = {code, message, http_status}.
+    """
+    code = _stripe_code(exc)
+    status = exc.http_status
+    message = exc.user_message or type(exc).__name__
+    retryable = (
+        isinstance(exc, (stripe.RateLimitError, stripe.APIConnectionError))
+        or code in _TRANSIENT_CODES
+        or (status is not None and status >= 500)
+        or (type(exc) is stripe.APIError and status is None)
+    )
+    build = transient if retryable else permanent
+    error_type = STRIPE_TRANSIENT if retryable else STRIPE_PERMANENT
+    return build(error_type, f"Stripe {code}: {message}", code=code, message=message,
+                 http_status=status)
+
+
+def _not_found_error(reason: str) -> ApplicationError:
+    return permanent(STRIPE_PERMANENT, f"Stripe resource_missing: {reason}",
+                     code="resource_missing", message=reason, http_status=404)
+
+
+def _is_missing(exc: stripe.StripeError) -> bool:
+    return isinstance(exc, stripe.InvalidRequestError) and (
+        exc.http_status == 404 or _stripe_code(exc) == "resource_missing"
+    )
+
+
+# --- conversions ---------------------------------------------------------------------
+
+
+def _time(ts: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None
+
+
+def refund_result(refund: stripe.Refund, *, reused: bool = False) -> RefundResult:
+    metadata = refund.metadata.to_dict() if _field(refund, "metadata") else {}
+    return RefundResult(
+        refund_id=refund.id,
+        status=refund.status,
+        amount=refund.amount,
+        currency=refund.currency,
+        charge_id=_id(_field(refund, "charge")),
+        failure_reason=_field(refund, "failure_reason"),
+        acquirer_reference=_field(refund, "destination_details", "card", "reference"),
+        reused=reused,
+        case_id=metadata.get("case_id"),
+    )
+
+
+def _duplicates(charge: stripe.Charge, others: Sequence[stripe.Charge]) -> list[str]:
+    """Other succeeded, unrefunded charges of the same amount and currency within 24 h."""
+    return [
+        c.id
+        for c in others
+        if c.amount == charge.amount
+        and c.currency == charge.currency
+        and abs(c.created - charge.created) <= DUPLICATE_WINDOW_SECONDS
+        and _field(c, "status") == "succeeded"
+        and not (_field(c, "amount_refunded") or 0)
+    ]
+
+
+# --- activities ----------------------------------------------------------------------
+
+
+class StripeActivities:
+    """Holds one StripeClient; register `activities()` on the worker (async, no executor)."""
+
+    def __init__(self, settings: Settings, *, http_timeout: float = HTTP_TIMEOUT_SECONDS):
+        self._stripe = stripe.StripeClient(
+            settings.STRIPE_API_KEY,
+            base_addresses={"api": settings.STRIPE_API_BASE},
+            max_network_retries=0,
+            http_client=stripe.HTTPXClient(timeout=http_timeout),
+        )
+        self._v1 = self._stripe.v1
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.stripe_gather_facts, self.stripe_create_refund, self.stripe_get_refund]
+
+    # -- look-ups --
+
+    async def _charge(
+        self, charge_id: str | None, payment_intent_id: str | None, expand: list[str]
+    ) -> stripe.Charge:
+        """The charge itself, or the payment intent's latest charge. Raises _NotFound."""
+        try:
+            if not charge_id:
+                pi = await self._v1.payment_intents.retrieve_async(payment_intent_id or "")
+                charge_id = _id(_field(pi, "latest_charge"))
+                if not charge_id:
+                    raise _NotFound(f"payment intent {payment_intent_id} has no charge")
+            return await self._v1.charges.retrieve_async(charge_id, {"expand": expand})
+        except stripe.InvalidRequestError as exc:
+            if _is_missing(exc):
+                what = f"charge {charge_id}" if charge_id else f"payment intent {payment_intent_id}"
+                raise _NotFound(f"{what} does not exist in Stripe") from exc
+            raise
+
+    async def _refunds(self, charge_id: str) -> list[stripe.Refund]:
+        page = await self._v1.refunds.list_async({"charge": charge_id, "limit": 100})
+        return [r async for r in page.auto_paging_iter()]
+
+    async def _customer_charges(self, customer_id: str) -> list[stripe.Charge]:
+        page = await self._v1.charges.list_async({"customer": customer_id, "limit": 100})
+        found: list[stripe.Charge] = []
+        async for charge in page.auto_paging_iter():
+            found.append(charge)
+            if len(found) >= MAX_CUSTOMER_CHARGES:
+                break
+        return found
+
+    async def _open_disputes(self, charge: stripe.Charge) -> list[str]:
+        if not _field(charge, "disputed"):
+            return []
+        page = await self._v1.disputes.list_async({"charge": charge.id, "limit": 100})
+        return [d.id async for d in page.auto_paging_iter() if d.status in OPEN_DISPUTE_STATUSES]
+
+    async def _invoice_period(self, charge: stripe.Charge) -> tuple[int | None, int | None]:
+        """Service period of the invoice this charge paid (subscriptions), if any.
+
+        API versions before 2025-03-31 (and localstripe) carry `charge.invoice`; newer
+        ones link a payment intent to its invoice through invoice payments."""
+        invoice: Any = None
+        if "invoice" in charge:
+            invoice = charge.invoice
+        elif _field(charge, "payment_intent"):
+            payments = await self._v1.invoice_payments.list_async({
+                "payment": {"type": "payment_intent",
+                            "payment_intent": _id(charge.payment_intent) or ""},
+                "expand": ["data.invoice"],
+                "limit": 1,
+            })
+            invoice = _field(payments.data[0], "invoice") if payments.data else None
+        if isinstance(invoice, str):
+            invoice = await self._v1.invoices.retrieve_async(invoice)
+        periods = [p for p in (_field(line, "period") for line in
+                               (_field(invoice, "lines", "data") or [])) if p]
+        if not periods:
+            return None, None
+        return min(p.start for p in periods), max(p.end for p in periods)
+
+    # -- activities --
+
+    @activity.defn(name=GATHER_FACTS)
+    async def stripe_gather_facts(self, inp: GatherFactsInput) -> StripeFacts:
+        """Everything Stripe knows that the policy and the agent need. A missing charge
+        is a fact (found=False), not an error."""
+        req = inp.request
+        try:
+            charge = await self._charge(req.charge_id, req.payment_intent_id, ["customer"])
+        except _NotFound as nf:
+            return StripeFacts(found=False, not_found_reason=str(nf), charge_id=req.charge_id,
+                               payment_intent_id=req.payment_intent_id)
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        try:
+            customer = _field(charge, "customer")
+            customer_id = _id(customer)
+            others: list[stripe.Charge] = []
+            if customer_id:
+                others = [c for c in await self._customer_charges(customer_id)
+                          if c.id != charge.id]
+            refunds = await self._refunds(charge.id)
+            disputes = await self._open_disputes(charge)
+            period_start, period_end = await self._invoice_period(charge)
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        live_customer = customer if customer_id and not isinstance(customer, str) else None
+        return StripeFacts(
+            found=True,
+            charge_id=charge.id,
+            payment_intent_id=_id(_field(charge, "payment_intent")),
+            customer_id=customer_id,
+            customer_email=_field(live_customer, "email"),
+            customer_created=_time(_field(live_customer, "created")),
+            amount=charge.amount,
+            amount_refunded=_field(charge, "amount_refunded") or 0,
+            currency=charge.currency,
+            created=_time(charge.created),
+            period_start=_time(period_start),
+            period_end=_time(period_end),
+            description=_field(charge, "description"),
+            refunded=bool(_field(charge, "refunded")),
+            disputed=bool(_field(charge, "disputed")),
+            dispute_ids=disputes,
+            radar_risk_level=_field(charge, "outcome", "risk_level"),
+            radar_risk_score=_field(charge, "outcome", "risk_score"),
+            customer_other_refunds=sum(1 for c in others if _field(c, "amount_refunded")),
+            duplicate_charge_ids=_duplicates(charge, others),
+            existing_refunds=[refund_result(r) for r in refunds],
+        )
+
+    @activity.defn(name=CREATE_REFUND)
+    async def stripe_create_refund(self, inp: CreateRefundInput) -> RefundResult:
+        """Refund once per case: reuse a refund whose metadata.case_id is this case (a
+        retry after a lost response), else create one with the workflow's idempotency key."""
+        try:
+            charge = await self._charge(inp.charge_id, inp.payment_intent_id, [])
+            for refund in await self._refunds(charge.id):
+                if _field(refund, "metadata", "case_id") == inp.case_id:
+                    activity.logger.info("refund %s for %s already exists", refund.id,
+                                         inp.case_id)
+                    return refund_result(refund, reused=True)
+            _check_refundable(charge, inp)
+            metadata = {"case_id": inp.case_id}
+            if inp.reason_tag:
+                metadata["reason_tag"] = inp.reason_tag
+            refund = await self._v1.refunds.create_async(
+                {"charge": charge.id, "amount": inp.amount, "metadata": metadata},
+                {"idempotency_key": inp.idempotency_key},
+            )
+        except _NotFound as nf:
+            raise _not_found_error(str(nf)) from nf
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        return refund_result(refund)
+
+    @activity.defn(name=GET_REFUND)
+    async def stripe_get_refund(self, inp: GetRefundInput) -> RefundResult:
+        """The refund's current status: the fallback when no webhook came in time."""
+        try:
+            refund = await self._v1.refunds.retrieve_async(inp.refund_id)
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        return refund_result(refund)
+
+
+def _check_refundable(charge: stripe.Charge, inp: CreateRefundInput) -> None:
+    """Refuse what Stripe would refuse, before asking it (a wrong currency would refund the
+    wrong sum; localstripe also allows over-refunds that Stripe rejects)."""
+    if charge.currency != inp.currency:
+        msg = f"charge {charge.id} is in {charge.currency}, refund asked in {inp.currency}"
+        raise permanent(STRIPE_PERMANENT, f"Stripe currency_mismatch: {msg}",
+                        code="currency_mismatch", message=msg, http_status=None)
+    remaining = charge.amount - (_field(charge, "amount_refunded") or 0)
+    if remaining <= 0:
+        msg = f"Charge {charge.id} has already been refunded."
+        raise permanent(STRIPE_PERMANENT, f"Stripe charge_already_refunded: {msg}",
+                        code="charge_already_refunded", message=msg, http_status=None)
+    if inp.amount > remaining:
+        msg = (f"Refund amount ({plain(inp.amount, inp.currency)}) is greater than unrefunded "
+               f"amount on charge ({plain(remaining, inp.currency)})")
+        raise permanent(STRIPE_PERMANENT, f"Stripe amount_too_large: {msg}",
+                        code="amount_too_large", message=msg, http_status=None)

@@ -1,0 +1,157 @@
+"""`POST /webhooks/refund-requests`: the billing system's or helpdesk's refund request.
+
+Signature first (401, nothing parsed), then the body (422 with field errors), then one
+start of `refund-<request_id>`. The id is the idempotency key: a repeated delivery is
+refused by Temporal itself (conflict FAIL, reuse REJECT_DUPLICATE) and answered 200
+"duplicate" with the same case id, even after the case has closed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api import signatures
+from api.logging import annotate
+from api.temporal import RPC_TIMEOUT, get_client, temporal_call
+from core import search_attributes as sa
+from core.config import TASK_QUEUE, Settings
+from core.models import CaseStatus, RefundRequest
+
+router = APIRouter(tags=["webhooks"])
+
+WORKFLOW_TYPE = "RefundCase"  # by name: the API never imports the workflow module
+MAX_BODY_BYTES = 256 * 1024
+
+
+class CaseStarted(BaseModel):
+    case_id: str = Field(examples=["refund-req_1042"])
+    status: str = Field(description="started (202) or duplicate (200)", examples=["started"])
+
+
+def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
+    """What makes the case findable the moment it starts (the workflow keeps them current)."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(sa.STATUS, CaseStatus.received.value),
+        SearchAttributePair(sa.REASON, request.reason.value),
+        SearchAttributePair(sa.CUSTOMER, request.customer_email),
+    ]
+    if request.charge_id:
+        pairs.append(SearchAttributePair(sa.CHARGE_ID, request.charge_id))
+    if request.currency:
+        pairs.append(SearchAttributePair(sa.CURRENCY, request.currency))
+    if request.amount is not None:
+        pairs.append(SearchAttributePair(sa.AMOUNT, request.amount))
+    return TypedSearchAttributes(pairs)
+
+
+async def start_case(client: Client, request: RefundRequest) -> tuple[str, bool]:
+    """Start the case; (case id, False) when this request id was seen before."""
+    case_id = request.case_id
+    try:
+        async with temporal_call("start case"):
+            await client.start_workflow(
+                WORKFLOW_TYPE,
+                request,
+                id=case_id,
+                task_queue=TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=initial_search_attributes(request),
+                rpc_timeout=RPC_TIMEOUT,
+            )
+    except WorkflowAlreadyStartedError:
+        return case_id, False
+    return case_id, True
+
+
+def started_response(case_id: str, started: bool) -> JSONResponse:
+    if started:
+        return JSONResponse({"case_id": case_id, "status": "started"}, status_code=202)
+    return JSONResponse({"case_id": case_id, "status": "duplicate"}, status_code=200)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors, JSON-safe (its ctx may hold exception objects)."""
+    return json.loads(exc.json(include_url=False, include_input=False))
+
+
+_REQUEST_EXAMPLE = {
+    "request_id": "req_1042",
+    "customer_email": "ana@example.com",
+    "charge_id": "ch_3PqExample",
+    "reason": "technical_issue",
+    "message": "The export never worked for me.",
+    "amount": 4900,
+    "currency": "usd",
+    "locale": "en",
+}
+
+_OPENAPI = {
+    "parameters": [{
+        "name": signatures.HEADER,
+        "in": "header",
+        "required": True,
+        "description": 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> '
+                       "(INTAKE_WEBHOOK_SECRET; several v1 allowed; 5-minute tolerance)",
+        "schema": {"type": "string"},
+        "example": "t=1767225600,v1=5f2b...",
+    }],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/RefundRequest"},
+            "examples": {"technical_issue": {"summary": "A full refund request",
+                                             "value": _REQUEST_EXAMPLE}},
+        }},
+    },
+}
+
+
+@router.post(
+    "/webhooks/refund-requests",
+    status_code=202,
+    response_model=CaseStarted,
+    summary="Refund request from the billing system or helpdesk (signed)",
+    responses={
+        200: {"model": CaseStarted, "description": "Repeated delivery: the existing case"},
+        401: {"description": "Missing, malformed, wrong or expired signature"},
+        413: {"description": "Body too large"},
+        422: {"description": "Not a valid RefundRequest (field errors in `detail`)"},
+        503: {"description": "Temporal unreachable: retry"},
+    },
+    openapi_extra=_OPENAPI,
+)
+async def refund_request_webhook(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": "body too large"}, status_code=413)
+    try:
+        signatures.verify(body, request.headers.get(signatures.HEADER),
+                          settings.INTAKE_WEBHOOK_SECRET)
+    except signatures.SignatureError as exc:
+        annotate(request, outcome="bad_signature")
+        return JSONResponse({"detail": str(exc)}, status_code=401)
+    try:
+        refund_request = RefundRequest.model_validate_json(body)
+    except ValidationError as exc:
+        annotate(request, outcome="invalid_body")
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+    annotate(request, case_id=refund_request.case_id)
+    client = await get_client(request)
+    case_id, started = await start_case(client, refund_request)
+    annotate(request, outcome="started" if started else "duplicate")
+    return started_response(case_id, started)
+

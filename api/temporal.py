@@ -1,0 +1,76 @@
+"""The API's Temporal client, connected lazily (the API starts even when Temporal is still
+coming up) and injectable for tests, plus one rule for errors: anything that means
+"Temporal did not take it" becomes 503, so webhook senders retry and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+from fastapi import HTTPException, Request
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+ClientFactory = Callable[[], Awaitable[Client]]
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+RPC_TIMEOUT = timedelta(seconds=10)
+
+
+class TemporalUnavailable(Exception):
+    """Temporal could not be reached; answered 503 with the reason."""
+
+
+class ClientProvider:
+    """Connects once, on first use; a failed attempt is retried by the next request."""
+
+    def __init__(self, factory: ClientFactory) -> None:
+        self._factory = factory
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(
+                        self._factory(), CONNECT_TIMEOUT_SECONDS
+                    )
+                except TimeoutError:
+                    raise TemporalUnavailable("connecting to Temporal timed out") from None
+                except Exception as exc:
+                    raise TemporalUnavailable(f"cannot connect to Temporal: {exc}") from None
+            return self._client
+
+
+async def get_client(request: Request) -> Client:
+    """FastAPI dependency: the shared client, or 503."""
+    provider: ClientProvider = request.app.state.clients
+    return await provider.get()
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+@contextlib.asynccontextmanager
+async def temporal_call(what: str) -> AsyncIterator[None]:
+    """Turn transport-level failures into TemporalUnavailable (-> 503). NOT_FOUND and
+    workflow-level errors pass through for the caller to map."""
+    try:
+        yield
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise
+        raise TemporalUnavailable(f"{what}: {exc.status.name if exc.status else ''} {exc}")
+    except TimeoutError:
+        raise TemporalUnavailable(f"{what}: timed out") from None
+
+
+def unavailable_response(exc: TemporalUnavailable) -> HTTPException:
+    return HTTPException(status_code=503, detail={"error": "temporal_unavailable",
+                                                  "reason": str(exc)})

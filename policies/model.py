@@ -1,0 +1,288 @@
+"""The refund policy as data: clauses, per-reason rules, exclusions, review triggers,
+approval routing, alternatives and SLAs.
+
+Pure (no I/O, no yaml): the workflow sandbox imports this module and the policy travels
+through the pydantic data converter (it is an activity's result). Every sub-model
+refuses unknown keys so that a typo in a policy file fails loudly instead of being
+ignored, and cross-references (clause ids, currencies) are checked when a Policy is
+built, wherever it is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, \
+    model_validator
+
+from core.models import RefundReason
+from core.money import normalize_currency
+from policies.facts import Alternative, RiskLevel
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept the short forms people write in policy files ("30s", "3d", "24h", "1w")
+    besides what pydantic already reads (ISO 8601 "PT30S", seconds as a number), so the
+    converter's own ISO output reads back too."""
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are an error in every part of a policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Clause(Strict):
+    """One published rule. `text` is what the customer reads in emails."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=60)
+    title: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+
+
+class PolicyAlternative(Alternative, Strict):
+    """What we offer instead of a refund (product support, a discounted upgrade, a plan
+    change). A strict subclass of the decision's Alternative, so it fits there as is."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    text: str = Field(min_length=1)
+
+
+class Window(Strict):
+    """How long after the charge a request may be made."""
+
+    days: int = Field(ge=0)
+    counted_from: Literal["purchase", "period_start"] = Field(
+        "purchase",
+        description="period_start: the current billing period (the renewal) of a "
+        "subscription; falls back to the purchase date when the charge has no period.",
+    )
+    clause: str
+    late_clause: str | None = Field(
+        None, description="Exclusion cited (first) when the request is late."
+    )
+
+
+class AmountRule(Strict):
+    """How much to refund. Prorations are computed on the original charge, less what
+    was already refunded, and rounded in the currency's minor unit."""
+
+    basis: Literal["full", "unused_time", "unused_quota"]
+    full_if_unused: bool = Field(
+        False, description="Refund in full when the product was not used at all."
+    )
+    clause: str | None = None
+
+
+class ReasonRule(Strict):
+    """What the policy does for one request reason, in the order the evaluator checks."""
+
+    clause: str = Field(description="The eligibility clause for this reason.")
+    window: Window
+    fast_track_when_confirmed: bool = Field(
+        False, description="Billing errors our records confirm: full refund at once."
+    )
+    new_customer_days: int | None = Field(
+        None, ge=0, description="Only customers this many days old at purchase qualify."
+    )
+    requires_unused: bool = Field(False, description="Only if the product was not used.")
+    documents: list[str] = Field(default_factory=list, description="Document kinds needed.")
+    agent_review: bool = Field(False, description="Always decided by an agent.")
+    amount: AmountRule
+
+
+class DocumentRequirement(Strict):
+    """A document kind. A supplied document satisfies it when its name, lowercased,
+    equals the kind or contains one of `matches` (e.g. "receipt" in "receipt-0042.pdf")."""
+
+    clause: str
+    question: str = Field(min_length=1, description="Asked when the document is missing.")
+    matches: list[str] = Field(default_factory=list)
+
+    def satisfied_by(self, kind: str, documents: list[str]) -> bool:
+        keys = [kind.lower(), *(m.lower() for m in self.matches)]
+        return any(d.lower() == keys[0] or any(k in d.lower() for k in keys) for d in documents)
+
+
+class Exclusions(Strict):
+    """Requests never refunded under the policy (clause ids)."""
+
+    already_refunded: str
+    disputed: str
+    terms_violation: str
+
+
+class Review(Strict):
+    """When a person must decide (clause ids), whatever the reason's rule says."""
+
+    findings: str = Field(description="Request and records disagree (assessment findings).")
+    fraud: str = Field(description="The customer reports the charge as fraudulent.")
+    risk: str
+    risk_levels: list[RiskLevel] = Field(default_factory=lambda: ["high"])
+    repeat_refunds: str
+    max_prior_refunds: int = Field(2, ge=0)
+    unsupported_currency: str
+    unlisted_reason: str
+
+
+class Approval(Strict):
+    """Per-currency routing in minor units: up to `auto_approve_limit` the policy
+    approves on its own; from `two_approver_threshold` two different agents must approve."""
+
+    clause: str
+    auto_approve_limit: dict[str, int]
+    two_approver_threshold: dict[str, int]
+
+    @field_validator("auto_approve_limit", "two_approver_threshold")
+    @classmethod
+    def _amounts(cls, v: dict[str, int]) -> dict[str, int]:
+        for code, amount in v.items():
+            if amount < 0:
+                raise ValueError(f"{code}: amount must not be negative, got {amount}")
+        return {normalize_currency(k): a for k, a in v.items()}
+
+
+class Sla(Strict):
+    """Service levels the workflow's timers use."""
+
+    acknowledge: Duration
+    info_reminder: Duration
+    info_timeout: Duration
+    agent_decision: Duration
+    follow_up_delay: Duration
+    feedback_wait: Duration
+    refund_settle_poll: Duration = Field(
+        description="How long to wait for a Stripe refund webhook before polling."
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError(f"duration must be positive, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> Sla:
+        if self.info_reminder >= self.info_timeout:
+            raise ValueError("info_reminder must be shorter than info_timeout")
+        return self
+
+
+class Policy(Strict):
+    """A versioned refund policy. Cases pin `version`; decisions cite clause ids."""
+
+    version: str = Field(min_length=1, max_length=40)
+    name: str = Field(min_length=1)
+    effective: date | None = None
+    currencies: list[str] = Field(min_length=1)
+    rounding: Literal["half_up", "down", "up"] = "half_up"
+    clauses: list[Clause] = Field(min_length=1)
+    reasons: dict[RefundReason, ReasonRule]
+    documents: dict[str, DocumentRequirement] = Field(default_factory=dict)
+    exclusions: Exclusions
+    review: Review
+    approval: Approval
+    alternatives: list[PolicyAlternative] = Field(default_factory=list)
+    sla: Sla
+
+    @field_validator("currencies")
+    @classmethod
+    def _currencies(cls, v: list[str]) -> list[str]:
+        return [normalize_currency(c) for c in v]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> Iterator[str]:
+        """Cross-field problems as 'field: what is wrong'."""
+        seen: set[str] = set()
+        for i, c in enumerate(self.clauses):
+            if c.id in seen:
+                yield f"clauses.{i}.id: clause id {c.id!r} is defined twice"
+            seen.add(c.id)
+        for field, clause_id in self.clause_refs():
+            if clause_id not in seen:
+                yield f"{field}: clause {clause_id!r} is cited but not defined in clauses"
+        for name, rule in self.reasons.items():
+            for i, kind in enumerate(rule.documents):
+                if kind not in self.documents:
+                    yield (f"reasons.{name}.documents.{i}: document kind {kind!r} is not "
+                           "defined in documents")
+        limits = self.approval
+        for currency in self.currencies:
+            for field in ("auto_approve_limit", "two_approver_threshold"):
+                if currency not in getattr(limits, field):
+                    yield (f"approval.{field}: no amount for currency {currency!r}, which "
+                           "the policy accepts")
+            auto = limits.auto_approve_limit.get(currency)
+            two = limits.two_approver_threshold.get(currency)
+            if auto is not None and two is not None and auto >= two:
+                yield (f"approval.auto_approve_limit.{currency}: {auto} must be below "
+                       f"two_approver_threshold.{currency} ({two})")
+        for field in ("auto_approve_limit", "two_approver_threshold"):
+            for currency in getattr(limits, field):
+                if currency not in self.currencies:
+                    yield f"approval.{field}.{currency}: currency is not in currencies"
+        ids = [a.id for a in self.alternatives]
+        for a in self.alternatives:
+            if ids.count(a.id) > 1:
+                yield f"alternatives: id {a.id!r} is defined twice"
+                break
+
+    def clause_refs(self) -> Iterator[tuple[str, str]]:
+        """Every place the policy cites a clause: (field path, clause id)."""
+        for name, rule in self.reasons.items():
+            yield f"reasons.{name}.clause", rule.clause
+            yield f"reasons.{name}.window.clause", rule.window.clause
+            if rule.window.late_clause:
+                yield f"reasons.{name}.window.late_clause", rule.window.late_clause
+            if rule.amount.clause:
+                yield f"reasons.{name}.amount.clause", rule.amount.clause
+        for kind, doc in self.documents.items():
+            yield f"documents.{kind}.clause", doc.clause
+        for section in ("exclusions", "review"):
+            model = getattr(self, section)
+            for field, value in model:
+                if isinstance(value, str) and field != "risk_levels":
+                    yield f"{section}.{field}", value
+        yield "approval.clause", self.approval.clause
+
+    # --- the contract others use ---------------------------------------------------
+
+    def clause(self, clause_id: str) -> Clause:
+        for c in self.clauses:
+            if c.id == clause_id:
+                return c
+        raise KeyError(clause_id)
+
+    def has_clause(self, clause_id: str) -> bool:
+        return any(c.id == clause_id for c in self.clauses)
+
+    def accepts(self, currency: str) -> bool:
+        return currency.lower() in self.currencies
+
+    def auto_approve_limit(self, currency: str) -> int | None:
+        return self.approval.auto_approve_limit.get(currency.lower())
+
+    def approvers_required(self, amount: int, currency: str) -> int:
+        """2 from the currency's two-approver threshold (and for a currency the policy
+        has no threshold for: unknown means careful), else 1."""
+        threshold = self.approval.two_approver_threshold.get(currency.lower())
+        return 2 if threshold is None or amount >= threshold else 1

@@ -1,0 +1,161 @@
+"""`make run` end to end: the supervisor brings the stack up on free ports, everything is
+healthy, cases survive a restart, and a dead worker stops the stack with a clear message
+and no process or port left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+from core import search_attributes
+from core.client import connect
+from core.config import ROOT, TASK_QUEUE, load_settings
+from stack.net import free_port, port_open
+
+pytestmark = pytest.mark.stack
+
+
+class RunningStack:
+    def __init__(self, tmp: Path, ports: dict[str, int] | None = None) -> None:
+        self.ports = ports or {
+            k: free_port()
+            for k in ("TEMPORAL_PORT", "TEMPORAL_UI_PORT", "LOCALSTRIPE_PORT", "API_PORT")
+        }
+        self.env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
+                    "DATA_DIR": str(tmp / "data"), "OUTBOX_DIR": str(tmp / "outbox"),
+                    "TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['TEMPORAL_PORT']}"}
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 90) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "starter.py", "dev"], cwd=ROOT, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if line.startswith("Refund Desk is up."):
+                return
+            assert time.monotonic() < deadline, "".join(self.output)
+        raise AssertionError("stack exited before ready:\n" + "".join(self.output))
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        assert self.proc is not None
+        rest, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, "".join(self.output) + rest
+
+    def child_pids(self, name: str) -> list[int]:
+        """Processes started by the supervisor whose command line mentions `name`."""
+        assert self.proc is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and name in cmd:
+                found.append(int(entry.name))
+        return found
+
+    def ports_closed(self) -> bool:
+        return not any(port_open(p) for p in self.ports.values())
+
+    def settings(self):
+        return load_settings(TEMPORAL_ADDRESS=self.env["TEMPORAL_ADDRESS"])
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.read()
+
+
+async def _check_temporal(settings) -> None:
+    client = await connect(settings)
+    attrs = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    for name, kind in search_attributes.indexed_types().items():
+        assert attrs.custom_attributes.get(name) == kind, name
+    queue = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=TASK_QUEUE),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    assert queue.pollers, "the worker does not poll refund-cases"
+    # A workflow no worker serves: it stays open, so it must survive a restart.
+    await client.start_workflow(
+        "PersistenceProbe", id="probe-persisted", task_queue="nobody-polls-this"
+    )
+
+
+async def _probe_survived(settings) -> str:
+    client = await connect(settings)
+    desc = await client.get_workflow_handle("probe-persisted").describe()
+    return desc.status.name
+
+
+def _wait_until(predicate, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
+    stack = RunningStack(tmp_path)
+    stack.start()
+    try:
+        ui, _ = _get(f"http://127.0.0.1:{stack.ports['TEMPORAL_UI_PORT']}/")
+        assert ui == 200
+        status, body = _get(f"http://127.0.0.1:{stack.ports['API_PORT']}/healthz")
+        assert status == 200
+        assert json.loads(body)["temporal"] == "reachable"
+        docs, _ = _get(f"http://127.0.0.1:{stack.ports['API_PORT']}/docs")
+        assert docs == 200
+        asyncio.run(_check_temporal(stack.settings()))
+
+        workers = stack.child_pids("worker.py")
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        code, out = stack.finish()
+    finally:
+        if stack.proc and stack.proc.poll() is None:
+            stack.proc.kill()
+    assert code == 1
+    assert "worker exited with code -9; stopping the stack" in out
+    assert _wait_until(stack.ports_closed), "a port is still bound after the stack stopped"
+
+    # The second `make run` finds what the first one left in .data/.
+    again = RunningStack(tmp_path, stack.ports)
+    again.start()
+    try:
+        assert asyncio.run(_probe_survived(again.settings())) == "RUNNING"
+        again.proc.send_signal(signal.SIGINT)
+        code, out = again.finish()
+    finally:
+        if again.proc and again.proc.poll() is None:
+            again.proc.kill()
+    assert code == 0, out
+    assert "Stopped." in out
+    assert _wait_until(again.ports_closed)
