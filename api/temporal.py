@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -66,11 +66,7 @@ async def temporal_call(what: str) -> AsyncIterator[None]:
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise
-        raise TemporalUnavailable(f"{what}: {exc.status.name if exc.status else ''} {exc}")
+        status = exc.status.name if exc.status else "UNKNOWN"
+        raise TemporalUnavailable(f"{what}: {status} {exc}") from None
     except TimeoutError:
         raise TemporalUnavailable(f"{what}: timed out") from None
-
-
-def unavailable_response(exc: TemporalUnavailable) -> HTTPException:
-    return HTTPException(status_code=503, detail={"error": "temporal_unavailable",
-                                                  "reason": str(exc)})

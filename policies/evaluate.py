@@ -11,7 +11,10 @@ wins:
 5. the reason's rule: window, confirmed billing error fast track, eligibility criteria,
    documents (-> need_info), always-agent reasons, amount, approval limits.
 
-Every decision cites the clauses that produced it, most specific first.
+Every decision cites the clauses that produced it, most specific first. `amount` is
+what to refund on approve, the proposed amount on agent_review (what an agent's approval
+without an amount pays), and 0 on deny / need_info; it never exceeds what is still
+refundable nor the amount the customer asked for.
 """
 
 from __future__ import annotations

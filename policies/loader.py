@@ -45,7 +45,7 @@ def _problems(error: ValidationError) -> list[str]:
     """Pydantic's errors as 'field: problem' lines people can act on."""
     out: list[str] = []
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in err["loc"]).replace(".[key]", " (as a key)")
         if err["type"] == "extra_forbidden":
             parent, _, key = loc.rpartition(".")
             where = parent or "top level"

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, \
-    model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from core.models import RefundReason
 from core.money import normalize_currency

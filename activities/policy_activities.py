@@ -1,0 +1,42 @@
+"""Loading the refund policy: an activity, so the version a case uses is recorded in its
+history (and pinned) and the workflow never reads files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from activities.errors import permanent, transient
+from core.config import Settings
+from policies.loader import PolicyError, load_policy
+from policies.model import Policy
+
+LOAD_POLICY = "load_policy"
+POLICY_INVALID = "PolicyInvalid"
+POLICY_UNREADABLE = "PolicyUnreadable"
+
+
+class PolicyActivities:
+    """Reads settings.REFUND_POLICY_FILE on each call, so a fixed file serves new cases."""
+
+    def __init__(self, settings: Settings):
+        self._path = settings.REFUND_POLICY_FILE
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.load_policy]
+
+    @activity.defn(name=LOAD_POLICY)
+    async def load_policy(self) -> Policy:
+        """The policy in force. A broken file is permanent (retrying reads the same file);
+        an unreadable one (e.g. a volume not mounted yet) is retried."""
+        if not self._path.exists():
+            raise transient(POLICY_UNREADABLE, f"policy file {self._path} does not exist",
+                            path=str(self._path))
+        try:
+            return await asyncio.to_thread(load_policy, self._path)
+        except PolicyError as exc:
+            raise permanent(POLICY_INVALID, str(exc), path=exc.path,
+                            problems=exc.problems) from exc

@@ -1,0 +1,1 @@
+"""Refund Desk HTTP API (FastAPI)."""

@@ -1,0 +1,341 @@
+"""Agent endpoints under `/cases`, with a bearer token per agent.
+
+Tokens map to an agent id and a role (settings.AGENT_TOKENS); a viewer only reads. The
+agent id of an action comes from the token, never from the body. Actions are workflow
+UPDATES, so the case's own validation answers: a refusal (ApplicationError
+"ActionRefused") is 409 for the wrong state and 422 for an invalid action, with the
+case's reason."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from api.intake import CaseStarted, start_case, started_response
+from api.logging import annotate
+from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
+from core import search_attributes as sa
+from core.config import AgentIdentity, Settings
+from core.models import (
+    ApproveSignal,
+    CaseStatus,
+    DenySignal,
+    RefundReason,
+    RefundRequest,
+    RequestInfoSignal,
+    check_email,
+)
+from workflows.case_state import ACTION_REFUSED, ActionResult, CaseState
+
+router = APIRouter(prefix="/cases", tags=["agents"])
+bearer = HTTPBearer(auto_error=False, description="A token from AGENT_TOKENS")
+
+CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+UPDATE_TIMEOUT_SECONDS = 30.0
+ACTING_ROLES = frozenset({"agent", "lead"})
+_UNSAFE_IN_QUERY = re.compile(r"['\"\\]")
+
+
+# --- authentication -------------------------------------------------------------------
+
+
+def identify(tokens: dict[str, AgentIdentity], given: str) -> AgentIdentity | None:
+    """The identity of `given`, comparing with every configured token in constant time
+    (no early exit, so timing says nothing about which token was close)."""
+    found = None
+    given_bytes = given.encode()
+    for token, identity in tokens.items():
+        if hmac.compare_digest(token.encode(), given_bytes):
+            found = identity
+    return found
+
+
+async def current_agent(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> AgentIdentity:
+    settings: Settings = request.app.state.settings
+    identity = identify(settings.AGENT_TOKENS, credentials.credentials) if credentials else None
+    if identity is None:
+        annotate(request, outcome="unauthorized")
+        raise HTTPException(401, "missing or unknown bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    annotate(request, agent=identity.agent)
+    return identity
+
+
+async def acting_agent(
+    request: Request, identity: Annotated[AgentIdentity, Depends(current_agent)]
+) -> AgentIdentity:
+    if identity.role not in ACTING_ROLES:
+        annotate(request, outcome="forbidden")
+        raise HTTPException(403, f"role {identity.role!r} can only read cases")
+    return identity
+
+
+Agent = Annotated[AgentIdentity, Depends(current_agent)]
+Actor = Annotated[AgentIdentity, Depends(acting_agent)]
+TemporalClient = Annotated[Client, Depends(get_client)]
+
+
+def _case_id(request: Request, case_id: str) -> str:
+    if not CASE_ID.match(case_id):
+        raise HTTPException(404, f"no case {case_id!r}")
+    annotate(request, case_id=case_id)
+    return case_id
+
+
+# --- bodies ---------------------------------------------------------------------------
+
+
+class ApproveBody(BaseModel):
+    model_config = {"extra": "forbid", "json_schema_extra": {
+        "examples": [{"note": "Export bug confirmed by support."},
+                     {"amount": 2500, "note": "Half: the second month was used."}]}}
+    amount: int | None = Field(None, gt=0, description="Minor units; absent: the policy amount.")
+    note: str = Field("", max_length=2_000)
+
+
+class DenyBody(BaseModel):
+    model_config = {"extra": "forbid", "json_schema_extra": {
+        "examples": [{"clause_id": "window.30_days", "note": "Bought 70 days ago.",
+                      "alternative": "discounted_upgrade"}]}}
+    clause_id: str = Field(min_length=1, description="The policy clause the denial rests on.")
+    note: str = Field("", max_length=2_000)
+    alternative: str | None = Field(None, description="Id of one of the policy's alternatives.")
+
+
+class RequestInfoBody(BaseModel):
+    model_config = {"extra": "forbid", "json_schema_extra": {
+        "examples": [{"questions": ["Which export failed, and when?"]}]}}
+    questions: list[str] = Field(min_length=1, max_length=10)
+
+
+class Refusal(BaseModel):
+    code: str = Field(examples=["wrong_state"])
+    reason: str = Field(examples=["alice already approved this case"])
+
+
+class CaseSummary(BaseModel):
+    id: str
+    run_id: str
+    execution_status: str | None = Field(description="Temporal's: RUNNING, COMPLETED, ...")
+    start_time: datetime
+    close_time: datetime | None = None
+    status: str | None = Field(None, description="RefundStatus")
+    reason: str | None = None
+    customer: str | None = None
+    charge_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    risk: str | None = None
+    sla_breached: bool | None = None
+    policy_version: str | None = None
+
+
+_SUMMARY_FIELDS = {
+    "status": sa.STATUS, "reason": sa.REASON, "customer": sa.CUSTOMER,
+    "charge_id": sa.CHARGE_ID, "amount": sa.AMOUNT, "currency": sa.CURRENCY, "risk": sa.RISK,
+    "sla_breached": sa.SLA_BREACHED, "policy_version": sa.POLICY_VERSION,
+}
+
+
+# --- listing --------------------------------------------------------------------------
+
+
+def _quoted(value: str) -> str:
+    """A visibility-query string literal. Values with quotes or backslashes are refused
+    rather than escaped: none of our ids, codes or emails needs them."""
+    if _UNSAFE_IN_QUERY.search(value):
+        raise HTTPException(422, f"unsupported character in filter value {value!r}")
+    return f"'{value}'"
+
+
+def cases_query(*, status: str | None = None, reason: str | None = None,
+                customer: str | None = None, risk: str | None = None,
+                sla_breached: bool | None = None, open_only: bool = False) -> str:
+    """The visibility query for GET /cases."""
+    clauses = ["WorkflowType = 'RefundCase'"]
+    for key, value in ((sa.STATUS, status), (sa.REASON, reason), (sa.CUSTOMER, customer),
+                       (sa.RISK, risk)):
+        if value is not None:
+            clauses.append(f"{key.name} = {_quoted(value)}")
+    if sla_breached is not None:
+        clauses.append(f"{sa.SLA_BREACHED.name} = {'true' if sla_breached else 'false'}")
+    if open_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    return " AND ".join(clauses)
+
+
+@router.get("", response_model=list[CaseSummary], summary="List cases (visibility query)")
+async def list_cases(
+    request: Request,
+    agent: Agent,
+    client: TemporalClient,
+    status: CaseStatus | None = None,
+    reason: RefundReason | None = None,
+    customer: Annotated[str | None, Query(examples=["ana@example.com"])] = None,
+    risk: Literal["low", "medium", "high"] | None = None,
+    sla_breached: bool | None = None,
+    open: Annotated[bool, Query(description="Only cases still running")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[CaseSummary]:
+    if customer is not None:
+        try:
+            customer = check_email(customer)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+    query = cases_query(status=status.value if status else None,
+                        reason=reason.value if reason else None, customer=customer,
+                        risk=risk, sla_breached=sla_breached, open_only=open)
+    out: list[CaseSummary] = []
+    async with temporal_call("list cases"):
+        async for wf in client.list_workflows(query, limit=limit, page_size=limit,
+                                              rpc_timeout=RPC_TIMEOUT):
+            attrs = wf.typed_search_attributes
+            out.append(CaseSummary(
+                id=wf.id, run_id=wf.run_id,
+                execution_status=wf.status.name if wf.status else None,
+                start_time=wf.start_time, close_time=wf.close_time,
+                **{name: attrs.get(key) for name, key in _SUMMARY_FIELDS.items()},
+            ))
+    return out
+
+
+# --- one case -------------------------------------------------------------------------
+
+
+@router.get("/{case_id}", summary="A case's full state (the `state` query)",
+            responses={200: {"model": CaseState}, 404: {"description": "No such case"}})
+async def get_case(request: Request, case_id: str, agent: Agent,
+                   client: TemporalClient) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    try:
+        async with temporal_call("query case state"):
+            state = await client.get_workflow_handle(case_id).query(
+                "state", rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if is_not_found(exc):
+            raise HTTPException(404, f"no case {case_id!r}") from None
+        raise
+    except WorkflowQueryFailedError as exc:
+        raise HTTPException(502, f"the case could not answer: {exc}") from None
+    return JSONResponse(state)
+
+
+@router.post("", status_code=202, response_model=CaseStarted,
+             summary="Open a case by hand (agent or lead)",
+             responses={200: {"model": CaseStarted, "description": "Already exists"}})
+async def open_case(request: Request, body: RefundRequest, agent: Actor,
+                    client: TemporalClient) -> JSONResponse:
+    annotate(request, case_id=body.case_id, action="open")
+    case_id, started = await start_case(client, body)
+    annotate(request, outcome="started" if started else "duplicate")
+    return started_response(case_id, started)
+
+
+async def _run_action(request: Request, client: Client, case_id: str, update: str,
+                      arg: Any) -> JSONResponse:
+    """Execute one action update; the case's refusal becomes 409/422 with its reason."""
+    annotate(request, action=update)
+    handle = client.get_workflow_handle(case_id)
+
+    async def execute() -> ActionResult:
+        async with temporal_call(update):
+            return await handle.execute_update(update, arg, result_type=ActionResult)
+
+    try:
+        # The deadline is outside temporal_call: a slow case is 504, not "Temporal down".
+        result = await asyncio.wait_for(execute(), UPDATE_TIMEOUT_SECONDS)
+    except WorkflowUpdateFailedError as exc:
+        return _refusal(request, exc)
+    except RPCError as exc:
+        if not is_not_found(exc):
+            raise
+        return await _missing_or_closed(client, case_id)
+    except TimeoutError:
+        raise HTTPException(504, "the case did not answer in time; the action may still be "
+                                 "applied, check GET /cases/{id}") from None
+    annotate(request, outcome="accepted")
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+def _refusal(request: Request, exc: WorkflowUpdateFailedError) -> JSONResponse:
+    cause = exc.cause
+    code, reason = "invalid", str(cause or exc)
+    if isinstance(cause, ApplicationError):
+        reason = cause.message
+        detail = cause.details[0] if cause.details else None
+        if cause.type == ACTION_REFUSED and isinstance(detail, dict):
+            code = str(detail.get("code") or "invalid")
+            reason = str(detail.get("reason") or reason)
+    annotate(request, outcome=f"refused:{code}")
+    status = 409 if code == "wrong_state" else 422
+    return JSONResponse({"detail": {"code": code, "reason": reason}}, status_code=status)
+
+
+async def _missing_or_closed(client: Client, case_id: str) -> JSONResponse:
+    try:
+        async with temporal_call("describe case"):
+            desc = await client.get_workflow_handle(case_id).describe(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if is_not_found(exc):
+            return JSONResponse({"detail": f"no case {case_id!r}"}, status_code=404)
+        raise
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        return JSONResponse({"detail": {"code": "wrong_state", "reason": "the case is closed"}},
+                            status_code=409)
+    return JSONResponse({"detail": f"no case {case_id!r}"}, status_code=404)
+
+
+_ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ActionResult},
+    403: {"description": "A viewer cannot act"},
+    404: {"description": "No such case"},
+    409: {"model": Refusal, "description": "Wrong state (e.g. same agent approving twice)"},
+    422: {"model": Refusal, "description": "Invalid (e.g. amount above the refundable)"},
+}
+
+
+@router.post("/{case_id}/approve", summary="Approve (update approve_action)",
+             responses=_ACTION_RESPONSES)
+async def approve(request: Request, case_id: str, body: ApproveBody, agent: Actor,
+                  client: TemporalClient) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    signal = ApproveSignal(agent=agent.agent, amount=body.amount, note=body.note)
+    return await _run_action(request, client, case_id, "approve_action", signal)
+
+
+@router.post("/{case_id}/deny", summary="Deny citing a clause (update deny_action)",
+             responses=_ACTION_RESPONSES)
+async def deny(request: Request, case_id: str, body: DenyBody, agent: Actor,
+               client: TemporalClient) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    signal = DenySignal(agent=agent.agent, clause_id=body.clause_id, note=body.note,
+                        alternative=body.alternative)
+    return await _run_action(request, client, case_id, "deny_action", signal)
+
+
+@router.post("/{case_id}/request-info", summary="Ask the customer (update request_info_action)",
+             responses=_ACTION_RESPONSES)
+async def request_info(request: Request, case_id: str, body: RequestInfoBody, agent: Actor,
+                       client: TemporalClient) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    signal = RequestInfoSignal(agent=agent.agent, questions=body.questions)
+    return await _run_action(request, client, case_id, "request_info_action", signal)

@@ -1,0 +1,81 @@
+"""The Refund Desk HTTP API: `create_app(settings, client_factory)` for tests and
+embedding, `app` for `uvicorn api.app:app` (settings from the environment, the Temporal
+client from core.client.connect, connected on first use)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api import agents, intake, sendgrid, stripe_events
+from api.logging import RequestLogMiddleware, annotate, setup_logging
+from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
+from core.client import connect
+from core.config import Settings, get_settings
+
+DESCRIPTION = """Refund Desk's front door. Webhooks start and drive `RefundCase` workflows;
+agents read and act on cases with a bearer token. Every webhook is authenticated, every
+duplicate harmless, and nothing is acknowledged that Temporal did not take (503 = retry)."""
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    temporal: str = Field(examples=["reachable"])
+    namespace: str = Field(examples=["default"])
+    reason: str | None = None
+
+
+def create_app(settings: Settings, client_factory: ClientFactory | None = None) -> FastAPI:
+    """The app; `client_factory` (async, returns a temporalio Client) defaults to
+    core.client.connect(settings)."""
+    setup_logging()
+    app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.clients = ClientProvider(client_factory or (lambda: connect(settings)))
+    app.add_middleware(RequestLogMiddleware)
+
+    @app.exception_handler(TemporalUnavailable)
+    async def _temporal_down(request: Request, exc: TemporalUnavailable) -> JSONResponse:
+        annotate(request, outcome="temporal_unavailable")
+        return JSONResponse({"detail": {"error": "temporal_unavailable", "reason": str(exc)}},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default, minus the echoed input (it may carry personal data).
+        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"],
+             responses={503: {"model": Health, "description": "Temporal unreachable"}})
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when Temporal answers a health check, 503 with the reason otherwise."""
+        namespace = settings.TEMPORAL_NAMESPACE
+        try:
+            client = await app.state.clients.get()
+            serving = await client.service_client.check_health(timeout=timedelta(seconds=3))
+            reason = None if serving else "the workflow service is not serving"
+        except TemporalUnavailable as exc:
+            reason = str(exc)
+        except Exception as exc:  # any failure of the health RPC means "not reachable"
+            reason = f"health check failed: {exc}"
+        if reason:
+            return JSONResponse(Health(status="degraded", temporal="unreachable",
+                                       namespace=namespace, reason=reason).model_dump(),
+                                status_code=503)
+        return JSONResponse(Health(status="ok", temporal="reachable",
+                                   namespace=namespace).model_dump())
+
+    app.include_router(intake.router)
+    app.include_router(stripe_events.router)
+    app.include_router(sendgrid.router)
+    app.include_router(agents.router)
+    return app
+
+
+app = create_app(get_settings())

@@ -1,0 +1,372 @@
+"""SendGrid webhooks: Inbound Parse (customer replies) and the Event Webhook (bounces).
+
+Inbound mail is placed by its per-case reply address `refunds+<case id>@<REPLY_DOMAIN>`
+and accepted only from the case's customer. Mail that cannot be placed (no case address,
+unknown or closed case, a stranger) is logged and answered 200: SendGrid would otherwise
+retry it for days and nothing can change that. A Temporal outage is 503 (retry)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hmac
+import html
+import json
+import re
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from api.logging import annotate, event
+from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
+from core.config import Settings
+from core.models import CustomerReplySignal, EmailEventSignal
+
+router = APIRouter(tags=["webhooks"])
+
+CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+UNDELIVERED_EVENTS = frozenset({"bounce", "dropped", "blocked", "spamreport"})
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+MAX_REPLY_CHARS = 50_000
+
+# --- pure helpers ---------------------------------------------------------------------
+
+_ATTRIBUTION_START = re.compile(r"^\s*On\s", re.IGNORECASE)
+_ATTRIBUTION_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
+_OTHER_ATTRIBUTIONS = (
+    re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$", re.IGNORECASE),
+    re.compile(r"^\s*_{20,}\s*$"),  # Outlook's separator line above "From: ..."
+    re.compile(r"^\s*\d{4}\s*[年/.-].*>\s*[:：]\s*$"),  # Gmail ja: "2026年5月5日(月) … <a@b>:"
+    re.compile(r"(書きました|のメール|のメッセージ)\s*[:：]\s*$"),  # other Japanese clients
+    re.compile(r"님이\s*작성\s*:\s*$"),  # Gmail, Korean
+)
+
+
+def _attribution_at(lines: list[str], i: int) -> bool:
+    """An "On <date>, <someone> wrote:" line, which mail clients may wrap over 3 lines."""
+    if any(p.search(lines[i]) for p in _OTHER_ATTRIBUTIONS):
+        return True
+    if not _ATTRIBUTION_START.match(lines[i]):
+        return False
+    return any(_ATTRIBUTION_END.search(line) for line in lines[i:i + 3])
+
+
+def strip_quoted(text: str) -> str:
+    """The new part of a reply: drop ">" lines and everything from the attribution line
+    ("On ... wrote:", "-----Original Message-----", ...) on."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if _attribution_at(lines, i):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(kept).strip()
+
+
+def html_to_text(markup: str) -> str:
+    """Crude text of an HTML-only reply: quoted blocks dropped, tags removed."""
+    markup = re.sub(r"(?is)<blockquote.*?</blockquote>", "", markup)
+    markup = re.sub(r"(?is)<(script|style).*?</\1>", "", markup)
+    markup = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", markup)
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def bare_address(value: str | None) -> str | None:
+    """'Ana <Ana@Example.com>' -> 'ana@example.com'; None when there is no address."""
+    if not value:
+        return None
+    address = parseaddr(value)[1].strip().lower()
+    return address if "@" in address else None
+
+
+def case_id_from_addresses(addresses: list[str], reply_domain: str) -> str | None:
+    """The case id of the first `<local>+<case id>@<reply domain>` among `addresses`."""
+    domain = reply_domain.lower()
+    for _name, address in getaddresses(addresses):
+        local, at, host = address.strip().rpartition("@")
+        if not at or host.lower() != domain or "+" not in local:
+            continue
+        candidate = local.split("+", 1)[1]
+        if CASE_ID.match(candidate):
+            return candidate
+    return None
+
+
+def envelope_of(raw: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def recipients(form: dict[str, str]) -> list[str]:
+    """Header recipients first, then the SMTP envelope's (what the MTA really delivered)."""
+    found = [form.get("to") or "", form.get("cc") or ""]
+    env_to = envelope_of(form.get("envelope")).get("to")
+    if isinstance(env_to, str):
+        found.append(env_to)
+    elif isinstance(env_to, list):
+        found += [a for a in env_to if isinstance(a, str)]
+    return [a for a in found if a]
+
+
+def attachment_names(info_raw: str | None, uploads: list[UploadFile]) -> list[str]:
+    """File names from `attachment-info` (or the uploaded parts themselves)."""
+    names: list[str] = []
+    info = envelope_of(info_raw)
+    for key in sorted(info):
+        item = info[key]
+        if isinstance(item, dict):
+            name = item.get("filename") or item.get("name")
+            if isinstance(name, str) and name:
+                names.append(name[:255])
+    if not names:
+        names = [u.filename[:255] for u in uploads if u.filename]
+    return names[:50]
+
+
+def email_event_deliveries(events: Any) -> tuple[list[tuple[str, EmailEventSignal]], int]:
+    """(case id, signal) for each undelivered-mail event of one of our emails, and the
+    number of events ignored (other kinds, no case id, malformed)."""
+    out: list[tuple[str, EmailEventSignal]] = []
+    ignored = 0
+    for item in events if isinstance(events, list) else []:
+        kind = item.get("event") if isinstance(item, dict) else None
+        if kind == "bounce" and item.get("type") == "blocked":
+            kind = "blocked"
+        case_id = item.get("case_id") if isinstance(item, dict) else None
+        if kind not in UNDELIVERED_EVENTS or not isinstance(case_id, str) \
+                or not CASE_ID.match(case_id):
+            ignored += 1
+            continue
+        try:
+            signal = EmailEventSignal(
+                event=kind,
+                email=item.get("email"),
+                template=item.get("template") if isinstance(item.get("template"), str) else None,
+                reason=_reason(item),
+                sg_event_id=item.get("sg_event_id") if isinstance(item.get("sg_event_id"),
+                                                                   str) else None,
+            )
+        except ValidationError:
+            ignored += 1
+            continue
+        out.append((case_id, signal))
+    return out, ignored
+
+
+def _reason(item: dict[str, Any]) -> str | None:
+    for key in ("reason", "response", "bounce_classification", "type"):
+        value = item.get(key)
+        if isinstance(value, str) and value:
+            return value[:1000]
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _public_key(key_b64: str) -> ec.EllipticCurvePublicKey:
+    key = load_der_public_key(base64.b64decode(key_b64.strip()))
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("SENDGRID_EVENTS_PUBLIC_KEY is not an ECDSA key")
+    return key
+
+
+def verify_event_signature(public_key_b64: str, payload: bytes, signature_b64: str | None,
+                           timestamp: str | None) -> bool:
+    """SendGrid's signed Event Webhook: ECDSA P-256 / SHA-256 over timestamp + raw body
+    (what sendgrid.helpers.eventwebhook.EventWebhook checks, but on bytes and never
+    raising on garbage)."""
+    if not signature_b64 or not timestamp:
+        return False
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        _public_key(public_key_b64).verify(
+            signature, timestamp.encode() + payload, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def inbound_authorized(request: Request, secret: str) -> bool:
+    """`?secret=` in the configured Inbound Parse URL, or the basic-auth password."""
+    if not secret:
+        return False
+    expected = secret.encode()
+    given = request.query_params.get("secret")
+    if given is not None and hmac.compare_digest(given.encode(), expected):
+        return True
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    password = decoded.partition(b":")[2]
+    return hmac.compare_digest(password, expected)
+
+
+# --- handlers -------------------------------------------------------------------------
+
+
+def _unplaced(request: Request, reason: str, **fields: Any) -> JSONResponse:
+    event("inbound_mail_unplaced", reason=reason, **fields)
+    annotate(request, outcome=f"unplaced:{reason}")
+    return JSONResponse({"status": "ignored", "reason": reason})
+
+
+async def _customer_emails(client: Client, case_id: str) -> set[str] | None:
+    """The case's customer addresses from its `state` query; None: no such case."""
+    try:
+        async with temporal_call("query case state"):
+            state = await client.get_workflow_handle(case_id).query(
+                "state", rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    except WorkflowQueryFailedError:
+        return None
+    emails = {
+        _get(state, "request", "customer_email"),
+        _get(state, "facts", "customer_email"),
+    }
+    return {e.lower() for e in emails if isinstance(e, str) and e}
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+    return obj
+
+
+@router.post(
+    "/webhooks/sendgrid/inbound",
+    summary="SendGrid Inbound Parse: a customer's reply (secret in the URL or basic auth)",
+    responses={
+        200: {"description": "Delivered to the case, or logged and ignored",
+              "content": {"application/json": {"examples": {
+                  "delivered": {"value": {"status": "delivered", "case_id": "refund-req_1"}},
+                  "ignored": {"value": {"status": "ignored", "reason": "sender_mismatch"}},
+              }}}},
+        401: {"description": "Missing or wrong secret"},
+        503: {"description": "Temporal unreachable: SendGrid will retry"},
+    },
+    openapi_extra={
+        "parameters": [{"name": "secret", "in": "query", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "SENDGRID_INBOUND_SECRET (or use basic auth)"}],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "properties": {
+                name: {"type": "string"} for name in
+                ("to", "cc", "from", "subject", "text", "html", "envelope",
+                 "attachments", "attachment-info")}},
+            "example": {
+                "to": "refunds+refund-req_1042@reply.example.com",
+                "from": "Ana <ana@example.com>",
+                "subject": "Re: A question about your refund request",
+                "text": "It was bought on 3 May.\n\nOn Mon, 5 May 2026 Refund Desk wrote:\n> ...",
+                "envelope": '{"to":["refunds+refund-req_1042@reply.example.com"],'
+                            '"from":"ana@example.com"}',
+            }}}},
+    },
+)
+async def sendgrid_inbound(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    if not inbound_authorized(request, settings.SENDGRID_INBOUND_SECRET):
+        annotate(request, outcome="unauthorized")
+        return JSONResponse({"detail": "unauthorized"}, status_code=401,
+                            headers={"WWW-Authenticate": 'Basic realm="sendgrid-inbound"'})
+    async with request.form(max_files=50, max_fields=200) as form:
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+        names = attachment_names(fields.get("attachment-info"), uploads)
+    case_id = case_id_from_addresses(recipients(fields), settings.REPLY_DOMAIN)
+    if case_id is None:
+        return _unplaced(request, "no_case_address")
+    annotate(request, case_id=case_id)
+    sender = bare_address(fields.get("from"))
+    client = await get_client(request)
+    customers = await _customer_emails(client, case_id)
+    if customers is None:
+        return _unplaced(request, "unknown_case", case_id=case_id)
+    if sender is None or sender not in customers:
+        return _unplaced(request, "sender_mismatch", case_id=case_id, sender=sender)
+    text = fields.get("text") or html_to_text(fields.get("html") or "")
+    reply = CustomerReplySignal(text=strip_quoted(text)[:MAX_REPLY_CHARS], from_email=sender,
+                                attachments=names, channel="email")
+    try:
+        async with temporal_call("signal customer_reply"):
+            await client.get_workflow_handle(case_id).signal(
+                "customer_reply", reply, rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if is_not_found(exc):
+            return _unplaced(request, "case_closed", case_id=case_id)
+        raise
+    annotate(request, outcome="delivered")
+    return JSONResponse({"status": "delivered", "case_id": case_id})
+
+
+@router.post(
+    "/webhooks/sendgrid/events",
+    summary="SendGrid Event Webhook: bounces and drops reach the case (signed when configured)",
+    responses={
+        200: {"description": "Counts of delivered and ignored events",
+              "content": {"application/json": {"example": {"delivered": 1, "ignored": 3}}}},
+        400: {"description": "Not a JSON array"},
+        401: {"description": "Signature missing or wrong (when a public key is configured)"},
+        503: {"description": "Temporal unreachable: SendGrid will retry"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "items": {"type": "object"}},
+        "example": [{"event": "bounce", "email": "ana@example.com",
+                     "case_id": "refund-req_1042", "template": "info_request",
+                     "reason": "550 5.1.1 mailbox unavailable", "sg_event_id": "ev_1"}],
+    }}}},
+)
+async def sendgrid_events(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    key = settings.SENDGRID_EVENTS_PUBLIC_KEY
+    if key and not verify_event_signature(key, body, request.headers.get(SIGNATURE_HEADER),
+                                          request.headers.get(TIMESTAMP_HEADER)):
+        annotate(request, outcome="bad_signature")
+        return JSONResponse({"detail": "bad event webhook signature"}, status_code=401)
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return JSONResponse({"detail": "expected a JSON array of events"}, status_code=400)
+    if not isinstance(events, list):
+        return JSONResponse({"detail": "expected a JSON array of events"}, status_code=400)
+    deliveries, ignored = email_event_deliveries(events)
+    delivered = 0
+    if deliveries:
+        client = await get_client(request)
+        for case_id, signal in deliveries:
+            try:
+                async with temporal_call("signal email_event"):
+                    await client.get_workflow_handle(case_id).signal(
+                        "email_event", signal, rpc_timeout=RPC_TIMEOUT)
+                delivered += 1
+            except RPCError as exc:
+                if not is_not_found(exc):
+                    raise
+                ignored += 1
+                event("email_event_unplaced", case_id=case_id, email_event=signal.event)
+        annotate(request, case_id=",".join(dict.fromkeys(c for c, _ in deliveries)))
+    return JSONResponse({"delivered": delivered, "ignored": ignored})

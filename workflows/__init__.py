@@ -1,0 +1,1 @@
+"""Durable orchestration only: the RefundCase workflow, its state and its pure helpers."""
