@@ -2,7 +2,8 @@
 it to the outbox folder when no SendGrid key is set (development).
 
 The sendgrid SDK is synchronous (urllib), so the async activities run the blocking part
-with `asyncio.to_thread`: the worker needs no activity executor. The SDK does not retry;
+with `asyncio.to_thread`: the worker needs no activity executor (a cancelled attempt's
+thread still ends within the 20 s HTTP timeout). The SDK does not retry;
 Temporal does, guided by the error type: `EmailTransient` (429, 5xx, connection,
 timeout) or `EmailPermanent` (other 4xx, unknown template, missing context key).
 
@@ -20,20 +21,19 @@ import re
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.error import URLError
 
-import sendgrid
 from pydantic import Field, field_validator
-from python_http_client.exceptions import HTTPError
-from sendgrid.helpers.mail import Category, CustomArg, Header, Mail, ReplyTo
 from temporalio import activity
 from temporalio.common import RetryPolicy
 
 from activities import email_render
 from activities.errors import permanent, transient
-from core.config import Settings
 from core.models import Locale, Strict
+
+if TYPE_CHECKING:  # core.config resolves paths at import, which the workflow sandbox refuses
+    from core.config import Settings
 
 # Activity names: the workflow and its test doubles use these strings.
 SEND_EMAIL = "send_email"
@@ -201,6 +201,12 @@ class EmailActivities:
         return {"case_id": email.case_id, "template": email.template, "step": email.step}
 
     def _send_sendgrid(self, email: EmailInput, rendered: email_render.RenderedEmail) -> str:
+        # Imported here: workflows import this module for its models, and the sendgrid
+        # package pulls in `cryptography`, which the workflow sandbox cannot load.
+        import sendgrid
+        from python_http_client.exceptions import HTTPError
+        from sendgrid.helpers.mail import Category, CustomArg, Header, Mail, ReplyTo
+
         settings = self._settings
         mail = Mail(
             from_email=settings.EMAIL_FROM,
@@ -264,7 +270,7 @@ class EmailActivities:
         return message_id
 
 
-def _map_http_error(exc: HTTPError, email: EmailInput) -> Exception:
+def _map_http_error(exc: Any, email: EmailInput) -> Exception:
     """429 / 408 / 5xx: a later attempt may succeed. Other 4xx (bad request, auth,
     payload too large): no retry can fix it."""
     status = int(exc.status_code)

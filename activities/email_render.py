@@ -1,6 +1,7 @@
 """Email rendering: repository templates (Jinja2) in en, ja and ko, money and dates
-formatted for the locale with Babel. Used by the email activities only (it reads
-template files, so workflows never import it).
+formatted for the locale with Babel. Called by the email activities only (it reads
+template files); importing it does no I/O, so the workflow sandbox can load
+`activities.email_activities`, which imports it, for the email models.
 
 Layout: `templates/<locale>/<name>.subject.txt`, `<name>.txt`, `<name>.html`. HTML is
 autoescaped (customer text is untrusted); the plain-text parts are not, because escaping

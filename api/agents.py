@@ -25,7 +25,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.intake import CaseStarted, start_case, started_response
 from api.logging import annotate
@@ -50,6 +50,11 @@ CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 UPDATE_TIMEOUT_SECONDS = 30.0
 ACTING_ROLES = frozenset({"agent", "lead"})
 _UNSAFE_IN_QUERY = re.compile(r"['\"\\]")
+
+
+class _CaseSlow(Exception):
+    """The update was not accepted or answered before the deadline (no worker, or a
+    failing workflow task): 504, the action may still land."""
 
 
 # --- authentication -------------------------------------------------------------------
@@ -91,7 +96,6 @@ async def acting_agent(
 
 Agent = Annotated[AgentIdentity, Depends(current_agent)]
 Actor = Annotated[AgentIdentity, Depends(acting_agent)]
-TemporalClient = Annotated[Client, Depends(get_client)]
 
 
 def _case_id(request: Request, case_id: str) -> str:
@@ -187,7 +191,6 @@ def cases_query(*, status: str | None = None, reason: str | None = None,
 async def list_cases(
     request: Request,
     agent: Agent,
-    client: TemporalClient,
     status: CaseStatus | None = None,
     reason: RefundReason | None = None,
     customer: Annotated[str | None, Query(examples=["ana@example.com"])] = None,
@@ -204,6 +207,7 @@ async def list_cases(
     query = cases_query(status=status.value if status else None,
                         reason=reason.value if reason else None, customer=customer,
                         risk=risk, sla_breached=sla_breached, open_only=open)
+    client = await get_client(request)
     out: list[CaseSummary] = []
     async with temporal_call("list cases"):
         async for wf in client.list_workflows(query, limit=limit, page_size=limit,
@@ -223,9 +227,9 @@ async def list_cases(
 
 @router.get("/{case_id}", summary="A case's full state (the `state` query)",
             responses={200: {"model": CaseState}, 404: {"description": "No such case"}})
-async def get_case(request: Request, case_id: str, agent: Agent,
-                   client: TemporalClient) -> JSONResponse:
+async def get_case(request: Request, case_id: str, agent: Agent) -> JSONResponse:
     case_id = _case_id(request, case_id)
+    client = await get_client(request)
     try:
         async with temporal_call("query case state"):
             state = await client.get_workflow_handle(case_id).query(
@@ -242,23 +246,28 @@ async def get_case(request: Request, case_id: str, agent: Agent,
 @router.post("", status_code=202, response_model=CaseStarted,
              summary="Open a case by hand (agent or lead)",
              responses={200: {"model": CaseStarted, "description": "Already exists"}})
-async def open_case(request: Request, body: RefundRequest, agent: Actor,
-                    client: TemporalClient) -> JSONResponse:
+async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSONResponse:
     annotate(request, case_id=body.case_id, action="open")
-    case_id, started = await start_case(client, body)
+    client = await get_client(request)
+    case_id, started = await start_case(client, body, request.app.state.task_queue)
     annotate(request, outcome="started" if started else "duplicate")
     return started_response(case_id, started)
 
 
-async def _run_action(request: Request, client: Client, case_id: str, update: str,
-                      arg: Any) -> JSONResponse:
+async def _run_action(request: Request, case_id: str, update: str, arg: Any) -> JSONResponse:
     """Execute one action update; the case's refusal becomes 409/422 with its reason."""
     annotate(request, action=update)
+    client = await get_client(request)
     handle = client.get_workflow_handle(case_id)
 
     async def execute() -> ActionResult:
         async with temporal_call(update):
-            return await handle.execute_update(update, arg, result_type=ActionResult)
+            try:
+                return await handle.execute_update(update, arg, result_type=ActionResult)
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                    raise _CaseSlow from None  # Temporal answered; the case did not
+                raise
 
     try:
         # The deadline is outside temporal_call: a slow case is 504, not "Temporal down".
@@ -269,7 +278,7 @@ async def _run_action(request: Request, client: Client, case_id: str, update: st
         if not is_not_found(exc):
             raise
         return await _missing_or_closed(client, case_id)
-    except TimeoutError:
+    except (TimeoutError, _CaseSlow):
         raise HTTPException(504, "the case did not answer in time; the action may still be "
                                  "applied, check GET /cases/{id}") from None
     annotate(request, outcome="accepted")
@@ -315,27 +324,25 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/{case_id}/approve", summary="Approve (update approve_action)",
              responses=_ACTION_RESPONSES)
-async def approve(request: Request, case_id: str, body: ApproveBody, agent: Actor,
-                  client: TemporalClient) -> JSONResponse:
+async def approve(request: Request, case_id: str, body: ApproveBody, agent: Actor) -> JSONResponse:
     case_id = _case_id(request, case_id)
     signal = ApproveSignal(agent=agent.agent, amount=body.amount, note=body.note)
-    return await _run_action(request, client, case_id, "approve_action", signal)
+    return await _run_action(request, case_id, "approve_action", signal)
 
 
 @router.post("/{case_id}/deny", summary="Deny citing a clause (update deny_action)",
              responses=_ACTION_RESPONSES)
-async def deny(request: Request, case_id: str, body: DenyBody, agent: Actor,
-               client: TemporalClient) -> JSONResponse:
+async def deny(request: Request, case_id: str, body: DenyBody, agent: Actor) -> JSONResponse:
     case_id = _case_id(request, case_id)
     signal = DenySignal(agent=agent.agent, clause_id=body.clause_id, note=body.note,
                         alternative=body.alternative)
-    return await _run_action(request, client, case_id, "deny_action", signal)
+    return await _run_action(request, case_id, "deny_action", signal)
 
 
 @router.post("/{case_id}/request-info", summary="Ask the customer (update request_info_action)",
              responses=_ACTION_RESPONSES)
-async def request_info(request: Request, case_id: str, body: RequestInfoBody, agent: Actor,
-                       client: TemporalClient) -> JSONResponse:
+async def request_info(request: Request, case_id: str, body: RequestInfoBody,
+                       agent: Actor) -> JSONResponse:
     case_id = _case_id(request, case_id)
     signal = RequestInfoSignal(agent=agent.agent, questions=body.questions)
-    return await _run_action(request, client, case_id, "request_info_action", signal)
+    return await _run_action(request, case_id, "request_info_action", signal)

@@ -15,7 +15,7 @@ from api import agents, intake, sendgrid, stripe_events
 from api.logging import RequestLogMiddleware, annotate, setup_logging
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
 from core.client import connect
-from core.config import Settings, get_settings
+from core.config import TASK_QUEUE, Settings, get_settings
 
 DESCRIPTION = """Refund Desk's front door. Webhooks start and drive `RefundCase` workflows;
 agents read and act on cases with a bearer token. Every webhook is authenticated, every
@@ -29,12 +29,14 @@ class Health(BaseModel):
     reason: str | None = None
 
 
-def create_app(settings: Settings, client_factory: ClientFactory | None = None) -> FastAPI:
+def create_app(settings: Settings, client_factory: ClientFactory | None = None, *,
+               task_queue: str = TASK_QUEUE) -> FastAPI:
     """The app; `client_factory` (async, returns a temporalio Client) defaults to
-    core.client.connect(settings)."""
+    core.client.connect(settings). `task_queue` is for tests that run their own worker."""
     setup_logging()
     app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION)
     app.state.settings = settings
+    app.state.task_queue = task_queue
     app.state.clients = ClientProvider(client_factory or (lambda: connect(settings)))
     app.add_middleware(RequestLogMiddleware)
 

@@ -56,7 +56,8 @@ def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
     return TypedSearchAttributes(pairs)
 
 
-async def start_case(client: Client, request: RefundRequest) -> tuple[str, bool]:
+async def start_case(client: Client, request: RefundRequest, task_queue: str = TASK_QUEUE
+                     ) -> tuple[str, bool]:
     """Start the case; (case id, False) when this request id was seen before."""
     case_id = request.case_id
     try:
@@ -65,7 +66,7 @@ async def start_case(client: Client, request: RefundRequest) -> tuple[str, bool]
                 WORKFLOW_TYPE,
                 request,
                 id=case_id,
-                task_queue=TASK_QUEUE,
+                task_queue=task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=initial_search_attributes(request),
@@ -151,7 +152,7 @@ async def refund_request_webhook(request: Request) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
     annotate(request, case_id=refund_request.case_id)
     client = await get_client(request)
-    case_id, started = await start_case(client, refund_request)
+    case_id, started = await start_case(client, refund_request, request.app.state.task_queue)
     annotate(request, outcome="started" if started else "duplicate")
     return started_response(case_id, started)
 

@@ -227,3 +227,4 @@ async def test_outbox_keeps_one_file_per_step(tmp_path):
         "refund-req_42--approval.json",
         "refund-req_42--ops-approval.json",
     ]
+

@@ -173,10 +173,13 @@ def test_refund_completed_gives_reference_and_asks_for_rating(locale):
     assert "74638459302837465839201" not in without.text
 
 
-def test_refund_completed_english_feedback_request():
-    email = render("refund_completed", "en", sample_context(feedback_hint="Or rate us at /r/1"))
-    assert "reply to this email with a number from 1 (poor) to 5 (excellent)" in email.text
-    assert "Or rate us at /r/1" in email.text
+def test_refund_completed_feedback_request_uses_the_hint_when_given():
+    ask = "reply to this email with a number from 1 (poor) to 5 (excellent)"
+    assert ask in render("refund_completed", "en", sample_context(feedback_hint="")).text
+    hint = "Reply with a rating from 1 to 5 and a comment."
+    email = render("refund_completed", "en", sample_context(feedback_hint=hint))
+    assert hint in email.text and hint in email.html
+    assert ask not in email.text  # one request, not two
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -205,6 +208,8 @@ def test_refund_failed_explains_the_reason(locale):
     assert label in email.text
     other = render("refund_failed", locale, sample_context(failure_reason="some_new_code"))
     assert "some_new_code" in other.text
+    bare = render("refund_failed", locale, sample_context(failure_reason="failed"))
+    assert "failed" not in bare.text  # a bare refund status reads as "no reason given"
 
 
 @pytest.mark.parametrize("locale", LOCALES)

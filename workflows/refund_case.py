@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.money import plain
     from policies.evaluate import evaluate
-    from policies.facts import Alternative, PolicyDecision
+    from policies.facts import PolicyDecision
     from policies.model import Policy
     from workflows.assessment import assess, policy_facts
     from workflows.case_state import (
@@ -793,7 +793,8 @@ class RefundCase:
             return
         self._record("ops_notified", message, kind=kind)
 
-    def _record(self, kind: str, message: str, *, actor: str = "system", **data: Any) -> None:
+    def _record(self, kind: str, message: str, /, *, actor: str = "system",
+                **data: Any) -> None:
         self.case.timeline.append(TimelineEntry(at=workflow.now(), actor=actor, kind=kind,
                                                 message=message, data=data))
 
@@ -899,5 +900,3 @@ def _facts_line(facts: StripeFacts) -> str:
         line += f", open disputes {', '.join(facts.dispute_ids)}"
     return line
 
-
-__all__ = ["Alternative", "RefundCase"]

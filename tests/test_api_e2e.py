@@ -1,0 +1,379 @@
+"""The API end to end: the real dev server, the real worker (Stripe activities against
+localstripe, emails to an outbox folder), requests signed the way each sender signs.
+
+Stripe's refund creation goes through the stripe helper's replay server, which forwards
+to localstripe but can answer POST /v1/refunds with a recorded *pending* refund:
+localstripe settles every refund at once and sends no events, so a refund that a webhook
+moves to `succeeded` needs Stripe's own pending answer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from core import search_attributes as sa
+from stack.stripe_seed import SeededCharge, seed_charge
+from tests.api_support import (
+    INBOUND_SECRET,
+    api_settings,
+    eventually,
+    inbound_form,
+    request_body,
+    signed_intake,
+    signed_stripe,
+    stripe_event,
+)
+from tests.stripe_replay_server import API_KEY, StripeReplayServer
+from worker import build_worker
+
+ALICE = {"Authorization": "Bearer tok-alice"}
+BOB = {"Authorization": "Bearer tok-bob"}
+VIC = {"Authorization": "Bearer tok-vic"}
+
+
+@dataclass
+class Desk:
+    """The API app with its own worker and task queue, for one test."""
+
+    api: httpx.AsyncClient
+    client: Client
+    replay: StripeReplayServer
+    stripe_url: str
+    outbox: Path
+
+    def seed(self, amount: int, currency: str = "usd") -> SeededCharge:
+        email = f"c-{uuid.uuid4().hex[:10]}@example.com"
+        return seed_charge(self.stripe_url, API_KEY, email=email, amount=amount,
+                           currency=currency)
+
+    async def intake(self, body: dict[str, Any]) -> httpx.Response:
+        raw, headers = signed_intake(body)
+        return await self.api.post("/webhooks/refund-requests", content=raw, headers=headers)
+
+    async def open_case(self, charge: SeededCharge, **over: Any) -> str:
+        body = request_body(f"e2e-{uuid.uuid4().hex[:10]}", customer_email=charge.email,
+                            charge_id=charge.charge_id, amount=charge.amount,
+                            currency=charge.currency, **over)
+        resp = await self.intake(body)
+        assert resp.status_code == 202, resp.text
+        return resp.json()["case_id"]
+
+    async def state(self, case_id: str) -> dict[str, Any]:
+        resp = await self.api.get(f"/cases/{case_id}", headers=VIC)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    async def reaches(self, case_id: str, *statuses: str) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            state = await self.state(case_id)
+            return state if state["status"] in statuses else None
+        return await eventually(check)
+
+    async def stripe(self, event: dict[str, Any]) -> httpx.Response:
+        payload, headers = signed_stripe(event)
+        return await self.api.post("/webhooks/stripe", content=payload, headers=headers)
+
+    async def findable_by_charge(self, charge_id: str) -> None:
+        query = f"RefundChargeId = '{charge_id}' AND ExecutionStatus = 'Running'"
+
+        async def check() -> bool:
+            return bool([w async for w in self.client.list_workflows(query)])
+        await eventually(check)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def desk(dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path
+               ) -> AsyncIterator[Desk]:
+    replay = StripeReplayServer(upstream=localstripe_url).start()
+    settings = api_settings(STRIPE_API_BASE=replay.url, STRIPE_API_KEY=API_KEY,
+                            OUTBOX_DIR=tmp_path / "outbox", SENDGRID_API_KEY=None)
+    task_queue = f"api-e2e-{uuid.uuid4().hex[:8]}"
+
+    async def factory() -> Client:
+        return dev_env.client
+
+    app = create_app(settings, factory, task_queue=task_queue)
+    worker = build_worker(dev_env.client, settings, task_queue=task_queue)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with worker, httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            yield Desk(api, dev_env.client, replay, localstripe_url, tmp_path / "outbox")
+    finally:
+        await _terminate_open_cases(dev_env.client, task_queue)
+        replay.stop()
+
+
+async def _terminate_open_cases(client: Client, task_queue: str) -> None:
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for wf in client.list_workflows(query):
+        await client.get_workflow_handle(wf.id).terminate("test finished")
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return False
+    return True
+
+
+def kinds(state: dict[str, Any]) -> list[str]:
+    return [entry["kind"] for entry in state["timeline"]]
+
+
+# --- intake ---------------------------------------------------------------------------
+
+
+async def test_signed_request_opens_a_findable_case(desk: Desk):
+    charge = desk.seed(4900)
+    case_id = await desk.open_case(charge, reason="fraud_suspected")
+    desc = await desk.client.get_workflow_handle(case_id).describe()
+    assert desc.workflow_type == "RefundCase"
+    assert desc.typed_search_attributes.get(sa.CHARGE_ID) == charge.charge_id
+    assert desc.typed_search_attributes.get(sa.CUSTOMER) == charge.email
+    assert desc.typed_search_attributes.get(sa.AMOUNT) == 4900
+    state = await desk.reaches(case_id, "awaiting_agent")
+    assert state["request"]["charge_id"] == charge.charge_id
+
+    async def listed() -> list[dict[str, Any]]:
+        resp = await desk.api.get("/cases", params={"customer": charge.email.upper(),
+                                                    "status": "awaiting_agent"}, headers=VIC)
+        assert resp.status_code == 200
+        return resp.json()
+    [row] = await eventually(listed)
+    assert row["id"] == case_id and row["reason"] == "fraud_suspected"
+    assert row["execution_status"] == "RUNNING" and row["amount"] == 4900
+
+
+async def test_the_same_delivery_twice_gives_one_case(desk: Desk):
+    body = request_body(f"dup-{uuid.uuid4().hex[:8]}", charge_id="ch_missing")
+    raw, headers = signed_intake(body)
+    first = await desk.api.post("/webhooks/refund-requests", content=raw, headers=headers)
+    again = await desk.api.post("/webhooks/refund-requests", content=raw, headers=headers)
+    assert (first.status_code, first.json()["status"]) == (202, "started")
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert first.json()["case_id"] == again.json()["case_id"] == f"refund-{body['request_id']}"
+    case_id = first.json()["case_id"]
+
+    async def runs() -> int:
+        return len([w async for w in desk.client.list_workflows(f"WorkflowId = '{case_id}'")])
+    assert await eventually(runs) == 1
+
+
+@pytest.mark.parametrize("variant", ["wrong_secret", "expired", "malformed", "negative_amount",
+                                     "unknown_reason"])
+async def test_refused_requests_start_nothing(desk: Desk, variant: str):
+    import time
+
+    request_id = f"bad-{uuid.uuid4().hex[:8]}"
+    body: Any = request_body(request_id)
+    secret, timestamp = "test-intake-secret", None
+    if variant == "wrong_secret":
+        secret = "not-the-secret"
+    elif variant == "expired":
+        timestamp = int(time.time()) - 600
+    elif variant == "malformed":
+        body = json.dumps(body).encode()[:-3]
+    elif variant == "negative_amount":
+        body["amount"] = -100
+    else:
+        body["reason"] = "felt_like_it"
+    raw, headers = signed_intake(body, secret=secret, timestamp=timestamp)
+    resp = await desk.api.post("/webhooks/refund-requests", content=raw, headers=headers)
+    expected = 401 if variant in ("wrong_secret", "expired") else 422
+    assert resp.status_code == expected, resp.text
+    assert not await _exists(desk.client, f"refund-{request_id}")
+
+
+# --- Stripe ---------------------------------------------------------------------------
+
+
+def _pending_refund(case_id: str, charge: SeededCharge) -> dict[str, Any]:
+    return {"status": 200, "headers": {}, "body": {
+        "id": f"re_{uuid.uuid4().hex[:14]}", "object": "refund", "amount": charge.amount,
+        "charge": charge.charge_id, "currency": charge.currency, "created": 1767225600,
+        "metadata": {"case_id": case_id}, "payment_intent": charge.payment_intent_id,
+        "reason": None, "status": "pending", "destination_details": None,
+    }}
+
+
+async def test_a_signed_stripe_event_drives_the_refund_to_succeeded(desk: Desk):
+    charge = desk.seed(4900)
+    body = request_body(f"st-{uuid.uuid4().hex[:8]}", customer_email=charge.email,
+                        charge_id=charge.charge_id, amount=4900, reason="change_of_mind")
+    pending = _pending_refund(f"refund-{body['request_id']}", charge)
+    desk.replay.reply("POST", "/v1/refunds", pending)
+    resp = await desk.intake(body)
+    case_id = resp.json()["case_id"]
+    state = await desk.reaches(case_id, "refunding")
+    refund_id = pending["body"]["id"]
+    assert state["refund"]["refund_id"] == refund_id
+    assert state["refund"]["status"] == "pending"
+
+    succeeded = {**pending["body"], "status": "succeeded", "destination_details": {
+        "type": "card", "card": {"reference": "24692164340000012345678",
+                                 "reference_status": "available", "type": "refund"}}}
+    event = stripe_event("refund.updated", succeeded)
+    resp = await desk.stripe(event)
+    assert resp.status_code == 200 and resp.json() == {"status": "delivered",
+                                                       "cases": [case_id]}
+    again = await desk.stripe(event)  # Stripe redelivers: harmless
+    assert again.status_code == 200
+    state = await desk.reaches(case_id, "refunded")
+    assert state["refund"]["status"] == "succeeded"
+    assert state["refund"]["acquirer_reference"] == "24692164340000012345678"
+    assert kinds(state).count("refund_status") == 1
+
+
+async def test_a_dispute_event_stops_a_refund_not_yet_made(desk: Desk):
+    charge = desk.seed(50_000)  # above the automatic limit: waits for an agent
+    case_id = await desk.open_case(charge, reason="change_of_mind")
+    await desk.reaches(case_id, "awaiting_agent")
+    await desk.findable_by_charge(charge.charge_id)
+
+    # a refund made in the Stripe dashboard on the same charge reaches the case too
+    outside = {"id": "re_dashboard1", "object": "refund", "status": "succeeded",
+               "amount": 1000, "currency": "usd", "charge": charge.charge_id, "metadata": {}}
+    resp = await desk.stripe(stripe_event("refund.created", outside))
+    assert resp.json() == {"status": "delivered", "cases": [case_id]}
+
+    dispute = {"id": f"dp_{uuid.uuid4().hex[:10]}", "object": "dispute",
+               "charge": charge.charge_id, "reason": "fraudulent", "amount": 50_000,
+               "status": "needs_response"}
+    event = stripe_event("charge.dispute.created", dispute)
+    resp = await desk.stripe(event)
+    assert resp.status_code == 200 and resp.json()["cases"] == [case_id]
+    state = await desk.reaches(case_id, "disputed")
+    assert state["dispute"]["dispute_id"] == dispute["id"]
+    assert [r["refund_id"] for r in state["external_refunds"]] == ["re_dashboard1"]
+    assert state["refund"] is None and not desk.replay.seen("POST", "/v1/refunds")
+    refused = await desk.api.post(f"/cases/{case_id}/approve", json={}, headers=ALICE)
+    assert refused.status_code == 409
+    # the case has closed: a late redelivery finds no open case, and is still acknowledged
+    await eventually(lambda: _closed(desk.client, case_id))
+    late = await desk.stripe(event)
+    assert late.status_code == 200 and late.json()["status"] == "no_case"
+
+
+async def _closed(client: Client, case_id: str) -> bool:
+    desc = await client.get_workflow_handle(case_id).describe()
+    return desc.status != WorkflowExecutionStatus.RUNNING
+
+
+# --- SendGrid -------------------------------------------------------------------------
+
+
+async def test_inbound_reply_from_the_customer_resumes_the_case_a_strangers_does_not(
+        desk: Desk):
+    charge = desk.seed(4900)
+    case_id = await desk.open_case(charge, reason="technical_issue")  # no evidence: asks
+    state = await desk.reaches(case_id, "awaiting_info")
+    assert state["questions"]
+    url = f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}"
+
+    stranger = inbound_form(case_id, "Mallory <mallory@example.net>", "Refund me instead")
+    resp = await desk.api.post(url, data=stranger)
+    assert resp.status_code == 200 and resp.json()["reason"] == "sender_mismatch"
+    state = await desk.state(case_id)
+    assert state["status"] == "awaiting_info" and state["replies"] == []
+
+    text = ("Ticket 4411, screenshot attached.\n\n"
+            "On Mon, 5 May 2026 at 10:00, Refund Desk <refunds@example.com> wrote:\n"
+            "> What is the number of the support ticket?\n")
+    mine = inbound_form(case_id, f"Customer <{charge.email.upper()}>", text,
+                        **{"attachment-info": json.dumps(
+                            {"attachment1": {"filename": "screenshot.png"}})})
+    resp = await desk.api.post(url, data=mine, files={
+        "attachment1": ("screenshot.png", b"\x89PNG", "image/png")})
+    assert resp.json() == {"status": "delivered", "case_id": case_id}
+    state = await desk.reaches(case_id, "assessing", "approved", "refunding", "refunded",
+                               "awaiting_agent", "completed")
+    [reply] = state["replies"]
+    assert reply == {"text": "Ticket 4411, screenshot attached.", "from_email": charge.email,
+                     "attachments": ["screenshot.png"], "channel": "email"}
+    assert "screenshot.png" in state["documents"]
+
+    # a bounce of one of the case's emails reaches its timeline
+    events = [{"event": "bounce", "email": charge.email, "case_id": case_id,
+               "template": "info_request", "reason": "550 mailbox unavailable",
+               "sg_event_id": "sg1"},
+              {"event": "delivered", "email": charge.email, "case_id": case_id}]
+    resp = await desk.api.post("/webhooks/sendgrid/events", json=events)
+    assert resp.json() == {"delivered": 1, "ignored": 1}
+
+    async def bounced() -> bool:
+        return "email_event" in kinds(await desk.state(case_id))
+    await eventually(bounced)
+
+
+async def test_inbound_mail_for_an_unknown_case_is_acknowledged(desk: Desk):
+    form = inbound_form("refund-nobody-here", "ana@example.com", "hello?")
+    resp = await desk.api.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}",
+                               data=form)
+    assert resp.status_code == 200 and resp.json()["reason"] == "unknown_case"
+
+
+# --- agents ---------------------------------------------------------------------------
+
+
+async def test_agents_approve_over_http_and_the_same_agent_cannot_approve_twice(desk: Desk):
+    charge = desk.seed(150_000)  # $1,500: two different approvers
+    case_id = await desk.open_case(charge, reason="change_of_mind")
+    await desk.reaches(case_id, "awaiting_agent")
+    url = f"/cases/{case_id}/approve"
+
+    viewer = await desk.api.post(url, json={"note": "looks fine"}, headers=VIC)
+    assert viewer.status_code == 403
+    first = await desk.api.post(url, json={"note": "new customer, in window"}, headers=ALICE)
+    assert first.status_code == 200, first.text
+    assert first.json()["approvals"] == 1 and first.json()["approvers_required"] == 2
+    twice = await desk.api.post(url, json={"note": "again"}, headers=ALICE)
+    assert twice.status_code == 422
+    assert twice.json()["detail"]["code"] == "invalid"
+    assert "alice already approved" in twice.json()["detail"]["reason"]
+
+    second = await desk.api.post(url, json={"note": "agreed"}, headers=BOB)
+    assert second.status_code == 200 and second.json()["status"] == "approved"
+    late = await desk.api.post(url, json={}, headers=ALICE)
+    assert late.status_code == 409 and late.json()["detail"]["code"] == "wrong_state"
+
+    state = await desk.reaches(case_id, "refunded", "completed")
+    assert [a["agent"] for a in state["approvals"]] == ["alice", "bob"]
+    refusals = [e for e in state["timeline"] if e["kind"] == "action_refused"]
+    assert [e["actor"] for e in refusals] == ["agent:alice", "agent:alice"]
+
+
+async def test_agent_actions_on_unknown_cases_and_opening_by_hand(desk: Desk):
+    missing = await desk.api.post("/cases/refund-nope-404/deny",
+                                  json={"clause_id": "misuse"}, headers=ALICE)
+    assert missing.status_code == 404
+    assert (await desk.api.get("/cases/refund-nope-404", headers=VIC)).status_code == 404
+
+    charge = desk.seed(2500)
+    body = request_body(f"hand-{uuid.uuid4().hex[:8]}", customer_email=charge.email,
+                        charge_id=charge.charge_id, amount=2500, reason="fraud_suspected")
+    opened = await desk.api.post("/cases", json=body, headers=BOB)
+    assert opened.status_code == 202 and opened.json()["status"] == "started"
+    case_id = opened.json()["case_id"]
+    again = await desk.api.post("/cases", json=body, headers=BOB)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    await desk.reaches(case_id, "awaiting_agent")
+    denied = await desk.api.post(f"/cases/{case_id}/deny",
+                                 json={"clause_id": "no-such-clause"}, headers=BOB)
+    assert denied.status_code == 422 and "no-such-clause" in denied.json()["detail"]["reason"]
+    asked = await desk.api.post(f"/cases/{case_id}/request-info",
+                                json={"questions": ["Which card ends in 4242?"]}, headers=BOB)
+    assert asked.status_code == 200 and asked.json()["accepted"] is True
+    await desk.reaches(case_id, "awaiting_info")

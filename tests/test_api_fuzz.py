@@ -1,0 +1,227 @@
+"""Fuzzing every webhook: random bodies and headers never produce a 500, and nothing
+unsigned starts a case or reaches one. The Temporal client here is a recorder (the one
+place a stand-in client is used): it makes "nothing was started or signalled" exact."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import stripe
+import asyncio
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api import signatures
+from api.app import create_app
+from tests.api_support import INBOUND_SECRET, STRIPE_SECRET, api_settings, signed_intake
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+class _Handle:
+    def __init__(self, client: RecordingClient, workflow_id: str) -> None:
+        self.client, self.id = client, workflow_id
+
+    async def signal(self, name: str, arg: Any = None, **_: Any) -> None:
+        self.client.calls.append(("signal", self.id, name))
+
+    async def query(self, name: str, *_: Any, **__: Any) -> dict[str, Any]:
+        self.client.calls.append(("query", self.id, name))
+        return {"request": {"customer_email": "ana@example.com"}}
+
+
+class _NoWorkflows:
+    def __aiter__(self) -> _NoWorkflows:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise StopAsyncIteration
+
+
+class RecordingClient:
+    """Records what the API asked of Temporal; refuses a second start of one id."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.started: set[str] = set()
+
+    async def start_workflow(self, workflow: str, arg: Any, *, id: str, **_: Any) -> None:
+        self.calls.append(("start", id))
+        if id in self.started:
+            raise WorkflowAlreadyStartedError(id, workflow)
+        self.started.add(id)
+
+    def get_workflow_handle(self, workflow_id: str) -> _Handle:
+        return _Handle(self, workflow_id)
+
+    def list_workflows(self, query: str, **_: Any) -> _NoWorkflows:
+        self.calls.append(("list", query))
+        return _NoWorkflows()
+
+
+RECORDER = RecordingClient()
+
+
+async def _factory() -> RecordingClient:
+    return RECORDER
+
+
+APP = create_app(api_settings(SENDGRID_EVENTS_PUBLIC_KEY=None), _factory)  # type: ignore[arg-type]
+
+
+class _Http:
+    """Synchronous calls into the app on a private event loop (hypothesis drives sync
+    tests); an exception escaping the app becomes a 500, like a server would answer."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://api")
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.post(url, **kwargs))
+
+
+HTTP = _Http()
+
+header_values = st.one_of(
+    st.none(),
+    st.text(max_size=80),
+    st.builds(lambda t, s: f"t={t},v1={s}", st.integers(-10**12, 10**12),
+              st.text(alphabet="0123456789abcdef", max_size=64)),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+bodies = st.one_of(st.binary(max_size=500),
+                   json_values.map(lambda v: json.dumps(v).encode()))
+
+
+def _headers(name: str, value: str | None) -> dict[str, bytes]:
+    return {} if value is None else {name: value.encode("utf-8", "replace")}
+
+
+def _no_calls_since(mark: int) -> bool:
+    return len(RECORDER.calls) == mark
+
+
+@FUZZ
+@given(body=bodies, header=header_values)
+def test_unsigned_intake_never_500_and_never_starts(body, header):
+    mark = len(RECORDER.calls)
+    resp = HTTP.post("/webhooks/refund-requests", content=body,
+                     headers=_headers(signatures.HEADER, header))
+    assert resp.status_code == 401
+    assert _no_calls_since(mark)
+
+
+refund_requests = st.fixed_dictionaries(
+    {"request_id": st.text(max_size=12), "customer_email": st.sampled_from(
+        ["ana@example.com", "nope", "", "B@Example.org"]),
+     "reason": st.sampled_from(["technical_issue", "unused", "bored", ""])},
+    optional={"charge_id": st.sampled_from(["ch_1", "ch_", "pi_1", "x"]),
+              "amount": st.integers(-5, 10**9) | st.none() | st.text(max_size=3),
+              "currency": st.text(max_size=4), "locale": st.sampled_from(["en", "fr"]),
+              "documents": st.lists(st.text(max_size=5), max_size=3),
+              "junk": json_values},
+)
+
+
+@FUZZ
+@given(body=st.one_of(refund_requests.map(lambda d: json.dumps(d).encode()), bodies))
+def test_signed_intake_never_500_and_starts_only_valid_requests(body):
+    mark = len(RECORDER.calls)
+    raw, headers = signed_intake(body)
+    resp = HTTP.post("/webhooks/refund-requests", content=raw, headers=headers)
+    assert resp.status_code in (200, 202, 413, 422)
+    starts = RECORDER.calls[mark:]
+    if resp.status_code in (200, 202):
+        assert starts == [("start", resp.json()["case_id"])]
+    else:
+        assert starts == []
+
+
+@FUZZ
+@given(body=bodies, header=header_values)
+def test_unsigned_stripe_events_never_500_and_reach_no_case(body, header):
+    mark = len(RECORDER.calls)
+    resp = HTTP.post("/webhooks/stripe", content=body,
+                     headers=_headers("Stripe-Signature", header))
+    assert resp.status_code == 400
+    assert _no_calls_since(mark)
+
+
+stripe_events = st.fixed_dictionaries({
+    "id": st.text(max_size=10),
+    "object": st.just("event"),
+    "type": st.sampled_from(["refund.created", "refund.updated", "refund.failed",
+                             "charge.refunded", "charge.refund.updated",
+                             "charge.dispute.created", "customer.created"]),
+    "data": st.fixed_dictionaries({"object": json_values | st.fixed_dictionaries({
+        "id": st.text(max_size=6), "status": st.sampled_from(["succeeded", "pending", "x"]),
+        "charge": st.sampled_from(["ch_1", "", None]),
+        "metadata": st.fixed_dictionaries({"case_id": st.text(max_size=12)}),
+        "refunds": st.fixed_dictionaries({"data": st.lists(json_values, max_size=3)}),
+        "amount": json_values})}),
+})
+
+
+@FUZZ
+@given(event=stripe_events)
+def test_signed_stripe_events_never_500(event):
+    payload = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(payload, STRIPE_SECRET)
+    resp = HTTP.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": header})
+    assert resp.status_code in (200, 400)
+
+
+form_fields = st.dictionaries(
+    st.sampled_from(["to", "from", "cc", "text", "html", "subject", "envelope",
+                     "attachment-info", "attachments", "other"]),
+    st.text(max_size=60) | st.sampled_from(
+        ["refunds+refund-r1@reply.example.com", "Ana <ana@example.com>",
+         '{"to": ["refunds+refund-r2@reply.example.com"]}', '{"attachment1": 5}']),
+    max_size=8,
+)
+
+
+@FUZZ
+@given(fields=form_fields, secret=st.one_of(st.none(), st.text(max_size=20)))
+def test_inbound_without_the_secret_never_500_and_reaches_no_case(fields, secret):
+    mark = len(RECORDER.calls)
+    params = {"secret": secret} if secret is not None else None
+    resp = HTTP.post("/webhooks/sendgrid/inbound", params=params, data=fields)
+    if secret != INBOUND_SECRET:
+        assert resp.status_code == 401 and _no_calls_since(mark)
+
+
+@FUZZ
+@given(fields=form_fields)
+def test_inbound_with_the_secret_never_500(fields):
+    resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}", data=fields)
+    assert resp.status_code == 200
+    if resp.json()["status"] == "delivered":
+        assert "ana@example.com" in fields.get("from", "").lower()
+
+
+@FUZZ
+@given(body=bodies)
+def test_event_webhook_never_500(body):
+    resp = HTTP.post("/webhooks/sendgrid/events", content=body)
+    assert resp.status_code in (200, 400)
+
+
+def test_raw_garbage_multipart_is_a_client_error():
+    resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}",
+                     content=b"--xx\r\ngarbage", headers={
+                         "content-type": "multipart/form-data; boundary=xx"})
+    assert resp.status_code < 500

@@ -1,0 +1,193 @@
+"""RefundCase decision paths on the time-skipping server, with activity doubles: the
+policy decides alone, asks the customer, or hands the case to agents."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from core.models import ApproveSignal, CustomerReplySignal, DenySignal, RequestInfoSignal
+from tests.workflow_doubles import Case, Fakes, entries, kinds, request
+from workflows.refund_case import RefundCase
+
+
+async def test_auto_approve_refunds_and_follows_up(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "completed"
+    assert state.decision is not None and state.decision.outcome == "approve"
+    assert state.policy_version == fakes.policy.version
+    assert fakes.templates() == ["acknowledgment", "approval", "refund_completed"]
+    assert fakes.email("refund_completed").context["acquirer_reference"] == "ARN-2468"
+    [call] = fakes.refund_calls
+    assert call.amount == 4900 and call.idempotency_key == f"{case.request.case_id}:refund"
+    assert state.refund is not None and state.refund.status == "succeeded"
+    assert "no_feedback" in kinds(state)
+    assert not state.sla_breached
+
+
+async def test_auto_deny_quotes_the_clause(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(charge_age=timedelta(days=40))
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "denied"
+    assert state.denial is not None and state.denial.clause_id == "change-of-mind-late"
+    denial = fakes.email("denial")
+    assert denial.context["clause_text"] == fakes.policy.clause("change-of-mind-late").text
+    assert [a["id"] for a in denial.context["alternatives"]] == [
+        a.id for a in fakes.policy.alternatives]
+    assert fakes.refund_calls == []
+
+
+async def test_need_info_then_reply_then_approve(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request("technical_issue")) as case:
+        state = await case.status("awaiting_info")
+        assert state.waiting_for == "the customer's reply" and state.deadline is not None
+        asked = fakes.email("info_request")
+        assert asked.context["questions"] == state.questions and state.questions
+        await case.handle.signal(RefundCase.customer_reply, CustomerReplySignal(
+            text="Ticket 4411", attachments=["ticket-4411.txt"], channel="email"))
+        state = await case.result()
+    assert state.status == "completed"
+    assert "ticket-4411.txt" in state.documents
+    outcomes = [e.data["outcome"] for e in entries(state, "policy_decision")]
+    assert outcomes == ["need_info", "approve"]
+    assert "reminder" not in fakes.templates()
+
+
+async def test_need_info_reminder_then_abandoned(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request("technical_issue")) as case:
+        await case.status("awaiting_info")
+        # An agent action that does not fit the state: refused, recorded, nothing changes.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await case.handle.execute_update(RefundCase.approve_action,
+                                             ApproveSignal(agent="alice"))
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "ActionRefused"
+        assert cause.details[0]["code"] == "wrong_state"
+        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob", clause_id="misuse"))
+        state = await case.result()
+    assert state.status == "abandoned"
+    assert fakes.templates() == ["acknowledgment", "info_request", "reminder", "abandoned"]
+    assert fakes.email("abandoned").context["questions"] == fakes.email(
+        "info_request").context["questions"]
+    refusals = entries(state, "action_refused")
+    assert [(r.actor, r.data["code"]) for r in refusals] == [
+        ("agent:alice", "wrong_state"), ("agent:bob", "wrong_state")]
+
+
+async def test_agent_approves_what_outside_refunds_left(time_env: WorkflowEnvironment) -> None:
+    """Above the automatic limit an agent decides; a refund made in the Stripe dashboard
+    meanwhile is recorded and never refunded twice."""
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.status("awaiting_agent")
+        assert state.decision is not None and state.decision.amount == 50_000
+        from core.models import RefundUpdateSignal
+        await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+            refund_id="re_dashboard", status="succeeded", amount=10_000, currency="usd",
+            charge_id="ch_test_1", case_id=None))
+        with pytest.raises(WorkflowUpdateFailedError) as too_much:
+            await case.handle.execute_update(RefundCase.approve_action,
+                                             ApproveSignal(agent="alice", amount=50_000))
+        assert too_much.value.cause.details[0]["code"] == "invalid"  # type: ignore[union-attr]
+        result = await case.handle.execute_update(RefundCase.approve_action,
+                                                  ApproveSignal(agent="alice", note="ok"))
+        assert result.accepted and result.status == "approved"
+        state = await case.result()
+    assert state.status == "completed"
+    assert [c.amount for c in fakes.refund_calls] == [40_000]
+    assert "outside_refund" in kinds(state)
+    assert state.external_refunds[0].refund_id == "re_dashboard"
+    assert fakes.email("approval").context["amount"] == 40_000
+
+
+async def test_two_different_agents_approve_large_refunds(time_env: WorkflowEnvironment
+                                                          ) -> None:
+    fakes = Fakes(amount=150_000)
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.status("awaiting_agent")
+        assert state.approvers_required == 2
+        first = await case.handle.execute_update(RefundCase.approve_action,
+                                                 ApproveSignal(agent="alice"))
+        assert first.accepted and first.status == "awaiting_agent"
+        assert (first.approvals, first.approvers_required) == (1, 2)
+        with pytest.raises(WorkflowUpdateFailedError) as twice:
+            await case.handle.execute_update(RefundCase.approve_action,
+                                             ApproveSignal(agent="alice"))
+        assert twice.value.cause.details[0]["code"] == "invalid"  # type: ignore[union-attr]
+        state = await case.state()
+        assert state.status == "awaiting_agent" and len(state.approvals) == 1
+        assert "already approved" in entries(state, "action_refused")[0].message
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="bob"))
+        state = await case.result()
+    assert state.status == "completed"
+    assert [a.agent for a in state.approvals] == ["alice", "bob"]
+    assert [c.amount for c in fakes.refund_calls] == [150_000]
+
+
+async def test_agent_denies_with_an_alternative(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        for bad in (DenySignal(agent="alice", clause_id="no-such-clause"),
+                    DenySignal(agent="alice", clause_id="misuse", alternative="free_pony")):
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await case.handle.execute_update(RefundCase.deny_action, bad)
+            assert refused.value.cause.details[0]["code"] == "invalid"  # type: ignore[union-attr]
+        result = await case.handle.execute_update(RefundCase.deny_action, DenySignal(
+            agent="alice", clause_id="change-of-mind-late", note="Used all month",
+            alternative="plan_change"))
+        assert result.accepted and result.status == "denied"
+        state = await case.result()
+    assert state.status == "denied"
+    denial = fakes.email("denial").context
+    assert denial["clause_id"] == "change-of-mind-late" and denial["note"] == "Used all month"
+    assert [a["id"] for a in denial["alternatives"]] == ["plan_change"]
+    assert len(entries(state, "action_refused")) == 2
+    assert fakes.refund_calls == []
+
+
+async def test_agent_asks_then_customer_replies(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        result = await case.handle.execute_update(RefundCase.request_info_action,
+                                                  RequestInfoSignal(agent="carol",
+                                                                    questions=["Why?"]))
+        assert result.accepted
+        await case.status("awaiting_info")
+        assert fakes.email("info_request").context["questions"] == ["Why?"]
+        await case.handle.signal(RefundCase.customer_reply,
+                                 CustomerReplySignal(text="Because."))
+        await case.until(lambda s: s.status == "awaiting_agent"
+                         and len(s.replies) == 1, "back with the agents")
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="carol"))
+        state = await case.result()
+    assert state.status == "completed"
+
+
+async def test_agent_sla_escalates_once(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        await time_env.sleep(timedelta(hours=25))
+        state = await case.until(lambda s: s.sla_breached, "the agent SLA breach")
+        assert state.sla_breaches == ["agent_decision"] and state.status == "awaiting_agent"
+        assert state.waiting_for == "an agent's decision (escalated)"
+        await time_env.sleep(timedelta(hours=25))
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="alice"))
+        state = await case.result()
+        described = await case.handle.describe()
+    assert state.status == "completed"
+    assert [o.kind for o in fakes.ops] == ["sla_breached"]
+    from core import search_attributes as sa
+    assert described.typed_search_attributes.get(sa.SLA_BREACHED) is True
+    assert described.typed_search_attributes.get(sa.STATUS) == "completed"

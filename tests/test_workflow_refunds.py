@@ -1,0 +1,78 @@
+"""RefundCase step 6 and 7 on the time-skipping server: Stripe errors, webhooks and the
+polling fallback, the follow-up and its feedback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from core.models import FeedbackSignal, RefundUpdateSignal, WithdrawSignal
+from tests.workflow_doubles import (
+    Case,
+    Fakes,
+    entries,
+    kinds,
+    request,
+    stripe_permanent,
+    stripe_transient,
+)
+from workflows.refund_case import RefundCase
+
+
+async def test_transient_refund_errors_are_retried_with_one_key(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_errors=[stripe_transient("rate_limit"), stripe_transient("api_error")])
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "completed"
+    assert len(fakes.refund_calls) == 3
+    assert {c.idempotency_key for c in fakes.refund_calls} == {f"{case.request.case_id}:refund"}
+
+
+async def test_permanent_refund_error_goes_to_an_agent(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")])
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "refund_failed"
+    assert len(fakes.refund_calls) == 1
+    assert state.refund_error is not None and state.refund_error["code"] == "charge_disputed"
+    assert [o.kind for o in fakes.ops] == ["refund_error"]
+    assert "charge_disputed" in entries(state, "status")[-1].message
+
+
+async def test_pending_refund_polled_until_failed(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_status="pending", poll_statuses=["pending", "failed"])
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "refund_failed"
+    assert fakes.polls == 2
+    assert state.refund is not None and state.refund.status == "failed"
+    failed = fakes.email("refund_failed").context
+    assert failed["failure_reason"] == "expired_or_canceled_card" and failed["amount"] == 4900
+    assert [o.kind for o in fakes.ops] == ["refund_failed"]
+
+
+async def test_webhooks_settle_the_refund_then_feedback(time_env: WorkflowEnvironment) -> None:
+    """Duplicate webhooks are harmless; feedback inside the wait is recorded; withdrawing
+    after the refund is refused."""
+    fakes = Fakes(refund_status="pending")
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.refund is not None, "the refund")
+        settled = RefundUpdateSignal(refund_id="re_test_1", status="succeeded",
+                                     case_id=case.request.case_id, acquirer_reference="ARN-9",
+                                     event_id="evt_1")
+        for _ in range(3):
+            await case.handle.signal(RefundCase.refund_update, settled)
+        await case.handle.signal(RefundCase.withdraw, WithdrawSignal(note="never mind"))
+        await case.status("refunded")
+        await time_env.sleep(timedelta(days=3, minutes=1))
+        await case.until(lambda s: s.waiting_for == "the customer's feedback", "feedback wait")
+        await case.handle.signal(RefundCase.feedback, FeedbackSignal(rating=5, comment="Quick"))
+        state = await case.result()
+    assert state.status == "completed"
+    assert fakes.polls == 0
+    assert len(entries(state, "refund_status")) == 1
+    assert state.feedback is not None and state.feedback.rating == 5
+    assert "withdraw_refused" in kinds(state)
+    assert fakes.email("refund_completed").context["acquirer_reference"] == "ARN-9"

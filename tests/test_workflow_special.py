@@ -1,0 +1,114 @@
+"""RefundCase special paths on the time-skipping server: acknowledgment SLA, billing
+errors, fraud holds, disputes, withdrawal, records that do not match."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from core import search_attributes as sa
+from core.models import ApproveSignal, DisputeOpenedSignal, WithdrawSignal
+from tests.workflow_doubles import Case, Fakes, entries, kinds, request
+from workflows.refund_case import RefundCase
+
+
+async def test_ack_sla_breach_is_escalated_and_case_goes_on(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(ack_gate=asyncio.Event())
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.waiting_for == "the acknowledgment email", "ack wait")
+        await time_env.sleep(timedelta(seconds=31))
+        state = await case.until(lambda s: s.sla_breached, "the ack SLA breach")
+        assert state.sla_breaches == ["acknowledge"]
+        assert fakes.templates() == []
+        fakes.ack_gate.set()  # type: ignore[union-attr]
+        state = await case.result()
+        described = await case.handle.describe()
+    assert state.status == "completed"
+    assert fakes.templates()[0] == "acknowledgment"
+    assert [(o.kind, o.step) for o in fakes.ops] == [("sla_breached", "sla_acknowledge")]
+    assert described.typed_search_attributes.get(sa.SLA_BREACHED) is True
+    assert kinds(state).index("sla_breached") < kinds(state).index("email_sent")
+
+
+async def test_confirmed_duplicate_charge_is_refunded_at_once(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(amount=30_000, facts_overrides={"duplicate_charge_ids": ["ch_dup"]})
+    async with Case(time_env, fakes, request("duplicate_charge")) as case:
+        state = await case.result()
+    assert state.status == "completed"
+    assert state.root_cause is not None and state.root_cause.startswith("duplicate_charge")
+    assert entries(state, "root_cause")[0].data["tag"] == "duplicate_charge"
+    apology = fakes.email("billing_error_apology").context
+    assert apology["amount"] == 30_000 and "ch_dup" in apology["root_cause"]
+    assert "approval" not in fakes.templates()
+    [call] = fakes.refund_calls
+    assert call.amount == 30_000 and call.reason_tag == "duplicate_charge"
+
+
+async def test_fraud_report_is_held_with_evidence_then_withdrawn(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(facts_overrides={"radar_risk_level": "elevated"})
+    async with Case(time_env, fakes, request("fraud_suspected")) as case:
+        state = await case.status("awaiting_agent")
+        assert state.assessment is not None and state.assessment.risk == "high"
+        assert any("Radar" in r for r in state.assessment.risk_reasons)
+        assert state.decision is not None and state.decision.clause_ids == [
+            "unauthorised-charges"]
+        await case.handle.signal(RefundCase.withdraw, WithdrawSignal(note="found it"))
+        state = await case.result()
+        described = await case.handle.describe()
+    assert state.status == "withdrawn"
+    assert fakes.refund_calls == []
+    assert described.typed_search_attributes.get(sa.RISK) == "high"
+    assert described.typed_search_attributes.get(sa.STATUS) == "withdrawn"
+
+
+async def test_dispute_before_refund_stops_the_case(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        dispute = DisputeOpenedSignal(dispute_id="dp_1", charge_id="ch_test_1",
+                                      reason="fraudulent")
+        await case.handle.signal(RefundCase.dispute_opened, dispute)
+        await case.handle.signal(RefundCase.dispute_opened, dispute)  # redelivered
+        state = await case.result()
+    assert state.status == "disputed"
+    assert state.dispute is not None and state.dispute.dispute_id == "dp_1"
+    assert fakes.refund_calls == []
+    assert [o.kind for o in fakes.ops] == ["dispute_opened"]
+
+
+async def test_charge_not_found_is_a_finding_not_a_crash(time_env: WorkflowEnvironment
+                                                          ) -> None:
+    fakes = Fakes(facts_overrides={"found": False, "amount": 0,
+                                   "not_found_reason": "charge ch_test_1 does not exist"})
+    async with Case(time_env, fakes, request(currency="usd")) as case:
+        state = await case.status("awaiting_agent")
+        assert state.assessment is not None
+        assert state.assessment.findings == ["charge_not_found"]
+        assert entries(state, "finding")[0].data["code"] == "charge_not_found"
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await case.handle.execute_update(RefundCase.approve_action,
+                                             ApproveSignal(agent="alice"))
+        assert "not found" in refused.value.cause.details[0]["reason"]  # type: ignore[union-attr]
+        await case.handle.signal(RefundCase.withdraw, WithdrawSignal(by="alice"))
+        state = await case.result()
+    assert state.status == "withdrawn"
+    assert entries(state, "status")[-1].actor == "agent:alice"
+
+
+async def test_email_mismatch_sends_to_agents(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(facts_overrides={"customer_email": "someone@else.com"})
+    async with Case(time_env, fakes, request(amount=9_000)) as case:
+        state = await case.status("awaiting_agent")
+        assert state.assessment is not None
+        assert state.assessment.findings == ["email_mismatch"]
+        assert state.decision is not None and state.decision.clause_ids == ["details-mismatch"]
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="bob"))
+        state = await case.result()
+    assert [c.amount for c in fakes.refund_calls] == [9_000]
