@@ -4,7 +4,8 @@ Tokens map to an agent id and a role (settings.AGENT_TOKENS); a viewer only read
 agent id of an action comes from the token, never from the body. Actions are workflow
 UPDATES, so the case's own validation answers: a refusal (ApplicationError
 "ActionRefused") is 409 for the wrong state and 422 for an invalid action, with the
-case's reason."""
+case's reason. Handlers fetch the Temporal client only after authentication and
+validation, so a bad request is a 4xx even while Temporal is down."""
 
 from __future__ import annotations
 

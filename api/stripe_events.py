@@ -224,6 +224,10 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     annotate(request, stripe_event=event_id, stripe_type=kind)
     if deliveries is None:
         return JSONResponse({"status": "ignored", "type": kind})
+    if not deliveries:  # e.g. charge.refunded without its refunds list: refund.* follow
+        annotate(request, outcome="nothing_usable")
+        return JSONResponse({"status": "ignored", "type": kind,
+                             "reason": "no usable refund or dispute in the event"})
     client = await get_client(request)
     cases: list[str] = []
     for delivery in deliveries:

@@ -75,11 +75,14 @@ class Desk:
         assert resp.status_code == 200, resp.text
         return resp.json()
 
-    async def reaches(self, case_id: str, *statuses: str) -> dict[str, Any]:
+    async def until(self, case_id: str, predicate: Any) -> dict[str, Any]:
         async def check() -> dict[str, Any] | None:
             state = await self.state(case_id)
-            return state if state["status"] in statuses else None
+            return state if predicate(state) else None
         return await eventually(check)
+
+    async def reaches(self, case_id: str, *statuses: str) -> dict[str, Any]:
+        return await self.until(case_id, lambda s: s["status"] in statuses)
 
     async def stripe(self, event: dict[str, Any]) -> httpx.Response:
         payload, headers = signed_stripe(event)
@@ -134,6 +137,12 @@ def kinds(state: dict[str, Any]) -> list[str]:
 
 
 # --- intake ---------------------------------------------------------------------------
+
+
+async def test_healthz_reports_temporal_reachable(desk: Desk):
+    resp = await desk.api.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "ok" and resp.json()["temporal"] == "reachable"
 
 
 async def test_signed_request_opens_a_findable_case(desk: Desk):
@@ -217,7 +226,9 @@ async def test_a_signed_stripe_event_drives_the_refund_to_succeeded(desk: Desk):
     desk.replay.reply("POST", "/v1/refunds", pending)
     resp = await desk.intake(body)
     case_id = resp.json()["case_id"]
-    state = await desk.reaches(case_id, "refunding")
+    # "refunding" is set before Stripe answers: wait for the refund itself
+    state = await desk.until(case_id, lambda s: s["refund"] is not None)
+    assert state["status"] == "refunding"
     refund_id = pending["body"]["id"]
     assert state["refund"]["refund_id"] == refund_id
     assert state["refund"]["status"] == "pending"
@@ -279,7 +290,10 @@ async def test_inbound_reply_from_the_customer_resumes_the_case_a_strangers_does
         desk: Desk):
     charge = desk.seed(4900)
     case_id = await desk.open_case(charge, reason="technical_issue")  # no evidence: asks
-    state = await desk.reaches(case_id, "awaiting_info")
+    # reply once the questions went out (the case counts replies from that moment)
+    state = await desk.until(case_id, lambda s: s["status"] == "awaiting_info" and any(
+        e["kind"] == "email_sent" and e["data"].get("template") == "info_request"
+        for e in s["timeline"]))
     assert state["questions"]
     url = f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}"
 

@@ -4,13 +4,12 @@ place a stand-in client is used): it makes "nothing was started or signalled" ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-import stripe
-import asyncio
-
 import httpx
+import stripe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.exceptions import WorkflowAlreadyStartedError

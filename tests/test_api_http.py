@@ -146,6 +146,14 @@ async def test_stripe_unknown_event_is_acknowledged_and_ignored(down):
     assert resp.status_code == 200 and resp.json()["status"] == "ignored"
 
 
+async def test_stripe_event_without_a_usable_refund_is_acknowledged(down):
+    charge = {"id": "ch_1", "object": "charge", "amount_refunded": 100}  # no refunds list
+    payload, headers = signed_stripe(stripe_event("charge.refunded", charge))
+    async with http(down) as api:
+        resp = await api.post("/webhooks/stripe", content=payload, headers=headers)
+    assert resp.status_code == 200 and resp.json()["status"] == "ignored"
+
+
 async def test_stripe_event_is_503_not_2xx_when_temporal_is_unreachable(down):
     refund = {"id": "re_1", "object": "refund", "status": "succeeded", "amount": 100,
               "currency": "usd", "charge": "ch_1", "metadata": {"case_id": "refund-r1"}}

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from core.models import ApproveSignal, CustomerReplySignal, DenySignal, RequestInfoSignal
-from tests.workflow_doubles import Case, Fakes, entries, kinds, request
+from tests.workflow_doubles import Case, Fakes, entries, kinds, record_history, request
 from workflows.refund_case import RefundCase
 
 
@@ -74,6 +74,7 @@ async def test_need_info_reminder_then_abandoned(time_env: WorkflowEnvironment) 
         assert cause.details[0]["code"] == "wrong_state"
         await case.handle.signal(RefundCase.deny, DenySignal(agent="bob", clause_id="misuse"))
         state = await case.result()
+        await record_history(case.handle, "need_info_abandoned")
     assert state.status == "abandoned"
     assert fakes.templates() == ["acknowledgment", "info_request", "reminder", "abandoned"]
     assert fakes.email("abandoned").context["questions"] == fakes.email(
@@ -128,6 +129,7 @@ async def test_two_different_agents_approve_large_refunds(time_env: WorkflowEnvi
         assert "already approved" in entries(state, "action_refused")[0].message
         await case.handle.signal(RefundCase.approve, ApproveSignal(agent="bob"))
         state = await case.result()
+        await record_history(case.handle, "two_approvers")
     assert state.status == "completed"
     assert [a.agent for a in state.approvals] == ["alice", "bob"]
     assert [c.amount for c in fakes.refund_calls] == [150_000]
@@ -147,6 +149,7 @@ async def test_agent_denies_with_an_alternative(time_env: WorkflowEnvironment) -
             alternative="plan_change"))
         assert result.accepted and result.status == "denied"
         state = await case.result()
+        await record_history(case.handle, "agent_deny")
     assert state.status == "denied"
     denial = fakes.email("denial").context
     assert denial["clause_id"] == "change-of-mind-late" and denial["note"] == "Used all month"

@@ -3,16 +3,18 @@ polling fallback, the follow-up and its feedback."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import FeedbackSignal, RefundUpdateSignal, WithdrawSignal
+from core.models import DisputeOpenedSignal, FeedbackSignal, RefundUpdateSignal, WithdrawSignal
 from tests.workflow_doubles import (
     Case,
     Fakes,
     entries,
     kinds,
+    record_history,
     request,
     stripe_permanent,
     stripe_transient,
@@ -34,6 +36,7 @@ async def test_permanent_refund_error_goes_to_an_agent(time_env: WorkflowEnviron
     fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")])
     async with Case(time_env, fakes, request()) as case:
         state = await case.result()
+        await record_history(case.handle, "refund_permanent_failure")
     assert state.status == "refund_failed"
     assert len(fakes.refund_calls) == 1
     assert state.refund_error is not None and state.refund_error["code"] == "charge_disputed"
@@ -70,9 +73,31 @@ async def test_webhooks_settle_the_refund_then_feedback(time_env: WorkflowEnviro
         await case.until(lambda s: s.waiting_for == "the customer's feedback", "feedback wait")
         await case.handle.signal(RefundCase.feedback, FeedbackSignal(rating=5, comment="Quick"))
         state = await case.result()
+        await record_history(case.handle, "webhooks_feedback")
     assert state.status == "completed"
     assert fakes.polls == 0
     assert len(entries(state, "refund_status")) == 1
     assert state.feedback is not None and state.feedback.rating == 5
     assert "withdraw_refused" in kinds(state)
     assert fakes.email("refund_completed").context["acquirer_reference"] == "ARN-9"
+
+
+async def test_webhook_before_the_refund_answer_is_kept(time_env: WorkflowEnvironment) -> None:
+    """Stripe's webhook can beat the create-refund activity's answer; it is applied once
+    the refund id is known, so no poll is needed. A dispute after that changes nothing."""
+    fakes = Fakes(refund_status="pending", refund_gate=asyncio.Event())
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.status == "refunding" and bool(fakes.refund_calls),
+                         "the refund call")
+        await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+            refund_id="re_test_1", status="succeeded", case_id=case.request.case_id))
+        fakes.refund_gate.set()  # type: ignore[union-attr]
+        await case.status("refunded")
+        await case.handle.signal(RefundCase.dispute_opened,
+                                 DisputeOpenedSignal(dispute_id="dp_late"))
+        state = await case.result()
+    assert state.status == "completed"
+    assert fakes.polls == 0
+    assert [e.data["status"] for e in entries(state, "refund_status")] == ["succeeded"]
+    assert [o.kind for o in fakes.ops] == ["dispute_opened"]
+    assert "refund was already under way" in entries(state, "dispute_opened")[0].message

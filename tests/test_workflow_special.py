@@ -12,21 +12,34 @@ from temporalio.testing import WorkflowEnvironment
 
 from core import search_attributes as sa
 from core.models import ApproveSignal, DisputeOpenedSignal, WithdrawSignal
-from tests.workflow_doubles import Case, Fakes, entries, kinds, request
+from tests.workflow_doubles import (
+    Case,
+    Fakes,
+    default_policy,
+    entries,
+    kinds,
+    record_history,
+    request,
+)
 from workflows.refund_case import RefundCase
 
 
 async def test_ack_sla_breach_is_escalated_and_case_goes_on(
         time_env: WorkflowEnvironment) -> None:
-    fakes = Fakes(ack_gate=asyncio.Event())
+    """The ack email blocks past the SLA. While an activity runs the test server does not
+    skip time, so the policy's acknowledgment SLA is shortened to one real second."""
+    policy = default_policy()
+    policy = policy.model_copy(update={"sla": policy.sla.model_copy(
+        update={"acknowledge": timedelta(seconds=1)})})
+    fakes = Fakes(policy=policy, ack_gate=asyncio.Event())
     async with Case(time_env, fakes, request()) as case:
-        await case.until(lambda s: s.waiting_for == "the acknowledgment email", "ack wait")
-        await time_env.sleep(timedelta(seconds=31))
         state = await case.until(lambda s: s.sla_breached, "the ack SLA breach")
+        assert state.waiting_for == "the acknowledgment email"
         assert state.sla_breaches == ["acknowledge"]
         assert fakes.templates() == []
         fakes.ack_gate.set()  # type: ignore[union-attr]
         state = await case.result()
+        await record_history(case.handle, "ack_sla_breach")
         described = await case.handle.describe()
     assert state.status == "completed"
     assert fakes.templates()[0] == "acknowledgment"
@@ -77,6 +90,7 @@ async def test_dispute_before_refund_stops_the_case(time_env: WorkflowEnvironmen
         await case.handle.signal(RefundCase.dispute_opened, dispute)
         await case.handle.signal(RefundCase.dispute_opened, dispute)  # redelivered
         state = await case.result()
+        await record_history(case.handle, "dispute")
     assert state.status == "disputed"
     assert state.dispute is not None and state.dispute.dispute_id == "dp_1"
     assert fakes.refund_calls == []
@@ -104,11 +118,11 @@ async def test_charge_not_found_is_a_finding_not_a_crash(time_env: WorkflowEnvir
 
 async def test_email_mismatch_sends_to_agents(time_env: WorkflowEnvironment) -> None:
     fakes = Fakes(facts_overrides={"customer_email": "someone@else.com"})
-    async with Case(time_env, fakes, request(amount=9_000)) as case:
+    async with Case(time_env, fakes, request(amount=3_000)) as case:
         state = await case.status("awaiting_agent")
         assert state.assessment is not None
         assert state.assessment.findings == ["email_mismatch"]
         assert state.decision is not None and state.decision.clause_ids == ["details-mismatch"]
         await case.handle.signal(RefundCase.approve, ApproveSignal(agent="bob"))
         state = await case.result()
-    assert [c.amount for c in fakes.refund_calls] == [9_000]
+    assert [c.amount for c in fakes.refund_calls] == [3_000]

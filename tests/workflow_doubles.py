@@ -5,10 +5,12 @@ workflow-branch tests; the end-to-end test runs the real activities."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
@@ -66,6 +68,7 @@ class Fakes:
     poll_statuses: list[str] = field(default_factory=list)  # stripe_get_refund answers
     acquirer_reference: str | None = "ARN-2468"
     ack_gate: asyncio.Event | None = None  # the ack email waits for this
+    refund_gate: asyncio.Event | None = None  # stripe_create_refund waits for this
     emails: list[EmailInput] = field(default_factory=list)
     ops: list[OpsNotice] = field(default_factory=list)
     refund_calls: list[CreateRefundInput] = field(default_factory=list)
@@ -101,6 +104,8 @@ class Fakes:
     @activity.defn(name="stripe_create_refund")
     async def stripe_create_refund(self, inp: CreateRefundInput) -> RefundResult:
         self.refund_calls.append(inp)
+        if self.refund_gate is not None:
+            await self.refund_gate.wait()
         if self.refund_errors:
             raise self.refund_errors.pop(0)
         return RefundResult(refund_id="re_test_1", status=self.refund_status,  # type: ignore[arg-type]
@@ -202,3 +207,16 @@ def entries(state: CaseState, kind: str) -> list[Any]:
 
 def ago(now: datetime, **kw: float) -> datetime:
     return now - timedelta(**kw)
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With RECORD_HISTORIES=1, save the case's event history for tests/test_replay.py
+    (see tests/histories/README.md)."""
+    if os.environ.get("RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json(), encoding="utf-8")

@@ -337,9 +337,10 @@ class RefundCase:
         """Step 5 by people: wait for an agent's decision, escalating once past the SLA."""
         self._agent_decision = None
         self.case.approvals = []
-        why = decision.explanation
-        if self.case.assessment and self.case.assessment.risk == "high":
-            why = f"held for review with evidence: {why}"
+        why = f"the policy asks an agent to decide ({', '.join(decision.clause_ids)})"
+        assessment = self.case.assessment
+        if assessment is not None and assessment.risk == "high":
+            why = f"held for review, risk high: {'; '.join(assessment.risk_reasons)}"
         self._set_status(CaseStatus.awaiting_agent, why, actor="policy")
         sla = self.policy.sla.agent_decision
 
