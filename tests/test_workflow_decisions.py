@@ -3,6 +3,7 @@ policy decides alone, asks the customer, or hands the case to agents."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -59,6 +60,23 @@ async def test_need_info_then_reply_then_approve(time_env: WorkflowEnvironment) 
     outcomes = [e.data["outcome"] for e in entries(state, "policy_decision")]
     assert outcomes == ["need_info", "approve"]
     assert "reminder" not in fakes.templates()
+
+
+async def test_reply_while_the_info_request_is_being_sent_is_not_lost(
+        time_env: WorkflowEnvironment) -> None:
+    gate = asyncio.Event()
+    fakes = Fakes(info_gate=gate)
+    async with Case(time_env, fakes, request("technical_issue")) as case:
+        await case.status("awaiting_info")
+        await case.handle.signal(RefundCase.customer_reply, CustomerReplySignal(
+            text="Ticket 4411", attachments=["ticket-4411.txt"], channel="email"))
+        await case.until(lambda s: "customer_replied" in kinds(s), "the reply recorded")
+        gate.set()
+        state = await case.result()
+    assert state.status == "completed"
+    assert "reminder" not in fakes.templates()
+    outcomes = [e.data["outcome"] for e in entries(state, "policy_decision")]
+    assert outcomes == ["need_info", "approve"]
 
 
 async def test_need_info_reminder_then_abandoned(time_env: WorkflowEnvironment) -> None:

@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import DisputeOpenedSignal, FeedbackSignal, RefundUpdateSignal, WithdrawSignal
+from core.models import (
+    ApproveSignal,
+    DenySignal,
+    DisputeOpenedSignal,
+    FeedbackSignal,
+    RefundUpdateSignal,
+    WithdrawSignal,
+)
 from tests.workflow_doubles import (
     Case,
     Fakes,
@@ -32,16 +39,39 @@ async def test_transient_refund_errors_are_retried_with_one_key(
     assert {c.idempotency_key for c in fakes.refund_calls} == {f"{case.request.case_id}:refund"}
 
 
-async def test_permanent_refund_error_goes_to_an_agent(time_env: WorkflowEnvironment) -> None:
+async def test_permanent_refund_error_goes_to_an_agent_who_denies(
+        time_env: WorkflowEnvironment) -> None:
+    """Stripe refuses for good: no retry, the facts are looked up again and an agent
+    decides; the policy may not approve again by itself."""
     fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")])
     async with Case(time_env, fakes, request()) as case:
+        waiting = await case.status("awaiting_agent")
+        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob",
+                                                             clause_id="disputed-charges"))
         state = await case.result()
         await record_history(case.handle, "refund_permanent_failure")
-    assert state.status == "refund_failed"
+    assert "charge_disputed" in waiting.timeline[-1].message
+    assert state.status == "denied"
     assert len(fakes.refund_calls) == 1
     assert state.refund_error is not None and state.refund_error["code"] == "charge_disputed"
     assert [o.kind for o in fakes.ops] == ["refund_error"]
-    assert "charge_disputed" in entries(state, "status")[-1].message
+    assert len(entries(state, "refund_refused")) == 1
+    assert len(entries(state, "facts_gathered")) == 2
+
+
+async def test_after_a_permanent_refund_error_an_agent_approves_a_new_amount(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_errors=[stripe_permanent("amount_too_large")])
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="alice", amount=1000))
+        await case.status("refunded")
+        await time_env.sleep(timedelta(days=3, minutes=1))
+        state = await case.result()
+    assert state.status == "completed"
+    assert [c.amount for c in fakes.refund_calls] == [4900, 1000]
+    assert [c.idempotency_key for c in fakes.refund_calls] == [
+        f"{case.request.case_id}:refund", f"{case.request.case_id}:refund-2"]
 
 
 async def test_pending_refund_polled_until_failed(time_env: WorkflowEnvironment) -> None:

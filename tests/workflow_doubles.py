@@ -68,6 +68,7 @@ class Fakes:
     poll_statuses: list[str] = field(default_factory=list)  # stripe_get_refund answers
     acquirer_reference: str | None = "ARN-2468"
     ack_gate: asyncio.Event | None = None  # the ack email waits for this
+    info_gate: asyncio.Event | None = None  # the info_request email waits for this
     refund_gate: asyncio.Event | None = None  # stripe_create_refund waits for this
     emails: list[EmailInput] = field(default_factory=list)
     ops: list[OpsNotice] = field(default_factory=list)
@@ -127,8 +128,10 @@ class Fakes:
 
     @activity.defn(name="send_email")
     async def send_email(self, email: EmailInput) -> EmailSent:
-        if email.template == "acknowledgment" and self.ack_gate is not None:
-            await self.ack_gate.wait()
+        gate = {"acknowledgment": self.ack_gate, "info_request": self.info_gate}.get(
+            email.template)
+        if gate is not None:
+            await gate.wait()
         if email.step not in {e.step for e in self.emails}:
             self.emails.append(email)
         return EmailSent(message_id=f"msg-{email.step}", backend="outbox",

@@ -110,6 +110,9 @@ FEEDBACK_HINT = {
 }
 
 
+RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
+
+
 class _CaseClosed(Exception):
     """A withdraw or dispute signal closed the case while it waited for something else."""
 
@@ -143,6 +146,8 @@ class RefundCase:
         self._agent_decision: _AgentDecision | None = None
         self._closing: CaseStatus | None = None  # withdrawn / disputed before any refund
         self._refund_started = False
+        self._refund_rounds = 0
+        self._agent_must_decide = False  # after Stripe refused a refund: no auto-approval
         self._early_updates: dict[str, RefundUpdateSignal] = {}
         self._info_rounds = 0
         self._search_attributes: dict[str, Any] = {}
@@ -159,8 +164,16 @@ class RefundCase:
             await self._acknowledge()
             await self._assess()
             amount = await self._decide()
-            if amount is not None and await self._refund(amount):
-                await self._follow_up()
+            while amount is not None:
+                outcome = await self._refund(amount)
+                if outcome == "refunded":
+                    await self._follow_up()
+                if outcome != "not_made":
+                    break
+                # Stripe refused for good and no money moved: look again, an agent decides.
+                self._agent_must_decide = True
+                await self._assess()
+                amount = await self._decide()
         except _CaseClosed:
             pass  # the signal handler recorded why and told whoever needs to know
         self._waiting(None, None)
@@ -236,7 +249,7 @@ class RefundCase:
         approved (returns the amount) or closed (None)."""
         while True:
             decision = self._evaluate()
-            if decision.outcome == "approve":
+            if decision.outcome == "approve" and not self._agent_must_decide:
                 return await self._approved_by_policy(decision)
             if decision.outcome == "deny":
                 denial = Denial(by="policy", clause_id=decision.clause_ids[0])
@@ -315,8 +328,8 @@ class RefundCase:
         self._set_status(CaseStatus.awaiting_info, f"{len(questions)} question(s) for the "
                          "customer", actor=asked_by)
         context = {"questions": list(questions), "reply_by": _iso(reply_by)}
+        seen = len(self.case.replies)  # before the email: a quick reply must count
         await self._email("info_request", f"info_request_{rounds}", context)
-        seen = len(self.case.replies)
 
         def replied() -> bool:
             return len(self.case.replies) > seen
@@ -341,6 +354,10 @@ class RefundCase:
         assessment = self.case.assessment
         if assessment is not None and assessment.risk == "high":
             why = f"held for review, risk high: {'; '.join(assessment.risk_reasons)}"
+        if self.case.refund_error is not None:
+            error = self.case.refund_error
+            why = (f"Stripe refused the refund ({error['code']}: {error['message']}); an agent "
+                   "approves another amount or denies")
         self._set_status(CaseStatus.awaiting_agent, why, actor="policy")
         sla = self.policy.sla.agent_decision
 
@@ -353,9 +370,9 @@ class RefundCase:
         assert self._agent_decision is not None
         return self._agent_decision
 
-    async def _refund(self, amount: int) -> bool:
+    async def _refund(self, amount: int) -> RefundOutcome:
         """Step 6: create the Stripe refund (once, whatever retries or duplicate signals do)
-        and follow it to a final status. True when the money went back."""
+        and follow it to a final status."""
         facts = self.case.facts
         assert facts is not None
         if amount > self.case.refundable:
@@ -364,14 +381,18 @@ class RefundCase:
                          f"{self._money(amount)} to refund", amount=amount)
         if amount <= 0:
             self._set_status(CaseStatus.completed, "nothing is left to refund on the charge")
-            return False
+            return "nothing_left"
         self.case.approved_amount = amount
         self._refund_started = True
+        self._refund_rounds += 1
+        # One key per refund round, never per attempt: every retry of a round reuses it. A
+        # later round exists only after Stripe refused the earlier one for good.
+        step = "refund" if self._refund_rounds == 1 else f"refund-{self._refund_rounds}"
         self._set_status(CaseStatus.refunding, f"refunding {self._money(amount)}")
         request = CreateRefundInput(
             case_id=self.case.case_id, charge_id=facts.charge_id,
             payment_intent_id=facts.payment_intent_id, amount=amount,
-            currency=self._currency(), idempotency_key=f"{workflow.info().workflow_id}:refund",
+            currency=self._currency(), idempotency_key=f"{workflow.info().workflow_id}:{step}",
             reason_tag=_root_cause_tag(self.case.root_cause) or self.case.request.reason.value,
         )
         try:
@@ -382,11 +403,11 @@ class RefundCase:
             )
         except ActivityError as err:
             await self._refund_not_made(err)
-            return False
+            return "not_made"
         self._refund_created(result)
         return await self._follow_refund()
 
-    async def _follow_refund(self) -> bool:
+    async def _follow_refund(self) -> RefundOutcome:
         """Wait for Stripe's webhook (refund_update); poll as a bounded fallback."""
         sla = self.policy.sla.refund_settle_poll
         if not self._refund_final():
@@ -408,7 +429,7 @@ class RefundCase:
         if refund.status == "succeeded":
             self._set_status(CaseStatus.refunded, f"refund {refund.refund_id} succeeded",
                              actor="stripe")
-            return True
+            return "refunded"
         reason = refund.failure_reason or refund.status
         self._set_status(CaseStatus.refund_failed, f"refund {refund.refund_id} {refund.status}"
                          f" ({reason})", actor="stripe")
@@ -416,7 +437,7 @@ class RefundCase:
             "amount": refund.amount, "currency": refund.currency, "failure_reason": reason})
         await self._notify_ops("refund_failed", f"Refund {refund.refund_id} "
                                f"{refund.status}: {reason}", "refund_failed")
-        return False
+        return "failed"
 
     async def _poll_refund(self) -> None:
         refund = self.case.refund
@@ -433,15 +454,18 @@ class RefundCase:
         self._apply_refund_update(_update_from(result, "poll"))
 
     async def _refund_not_made(self, err: ActivityError) -> None:
-        """A permanent Stripe refusal (or retries exhausted): an agent takes over."""
+        """A permanent Stripe refusal (or retries exhausted): an agent takes over. No money
+        moved (a refund made by a lost attempt is found by case id in the next round)."""
         details = _details(err)
         code = str(details.get("code") or "unknown")
         message = str(details.get("message") or _cause(err))
         self.case.refund_error = {"code": code, "message": message}
-        self._set_status(CaseStatus.refund_failed, f"Stripe refused the refund ({code}): "
-                         f"{message}", actor="stripe")
+        self._refund_started = False
+        self._record("refund_refused", f"Stripe refused the refund ({code}): {message}",
+                     actor="stripe", code=code, round=self._refund_rounds)
         await self._notify_ops("refund_error", f"Stripe refused the refund ({code}): {message}."
-                               " An agent must take the case over.", "refund_error")
+                               " An agent must take the case over.",
+                               f"refund_error_{self._refund_rounds}")
 
     async def _follow_up(self) -> None:
         """Step 7: after the follow-up delay, confirm the refund, ask for feedback."""
