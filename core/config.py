@@ -18,6 +18,7 @@ TASK_QUEUE = "refund-cases"
 # Secrets that only make sense on a developer machine. Production refuses them.
 DEV_INTAKE_SECRET = "dev-intake-secret"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev_refund_desk"
+DEV_INBOUND_SECRET = "dev-inbound-secret"
 DEV_AGENT_TOKENS = {
     "dev-alice": {"agent": "alice", "role": "agent"},
     "dev-bob": {"agent": "bob", "role": "agent"},
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
 
     SENDGRID_API_KEY: str | None = None
     SENDGRID_API_HOST: str = "https://api.sendgrid.com"
-    SENDGRID_INBOUND_SECRET: str = "dev-inbound-secret"
+    SENDGRID_INBOUND_SECRET: str = DEV_INBOUND_SECRET
     SENDGRID_EVENTS_PUBLIC_KEY: str | None = None
     EMAIL_FROM: str = "Refund Desk <refunds@example.com>"
     REPLY_DOMAIN: str = "reply.example.com"
@@ -106,6 +107,9 @@ class Settings(BaseSettings):
             problems.append("INTAKE_WEBHOOK_SECRET: missing (the development default is refused)")
         if self.STRIPE_WEBHOOK_SECRET == DEV_STRIPE_WEBHOOK_SECRET:
             problems.append("STRIPE_WEBHOOK_SECRET: missing (the development default is refused)")
+        if self.SENDGRID_INBOUND_SECRET == DEV_INBOUND_SECRET:
+            problems.append("SENDGRID_INBOUND_SECRET: missing (the development default is "
+                            "refused)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):
             problems.append("AGENT_TOKENS: missing (the development tokens are refused)")
         if problems:

@@ -42,7 +42,8 @@ def test_production_refuses_development_secrets(monkeypatch):
     monkeypatch.setenv("REFUND_DESK_ENV", "production")
     with pytest.raises(ConfigError) as err:
         load_settings()
-    for name in ("INTAKE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "AGENT_TOKENS"):
+    for name in ("INTAKE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "SENDGRID_INBOUND_SECRET",
+                 "AGENT_TOKENS"):
         assert name in str(err.value)
 
 

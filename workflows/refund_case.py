@@ -195,8 +195,10 @@ class RefundCase:
         is recorded and escalated; the case goes on either way."""
         sla = self.policy.sla.acknowledge
         due = workflow.info().start_time + sla
+        # What the customer is promised: a decision (or our questions) within the agent SLA.
+        next_update = workflow.info().start_time + self.policy.sla.agent_decision
         email = self._email_input("acknowledgment", "ack", {
-            "reason": self.case.request.reason.value, "ack_deadline": _iso(due)})
+            "reason": self.case.request.reason.value, "ack_deadline": _iso(next_update)})
         handle = workflow.start_activity(
             SEND_EMAIL, email, result_type=EmailSent, start_to_close_timeout=EMAIL_TIMEOUT,
             retry_policy=EMAIL_RETRY, summary=f"Acknowledge the request (due {_iso(due)})",
