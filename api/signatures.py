@@ -90,6 +90,10 @@ def verify(
     if abs(current - parsed.timestamp) > tolerance:
         raise SignatureError("signature timestamp outside the 5-minute tolerance")
     secret_list = [secrets] if isinstance(secrets, str) else list(secrets)
+    # An empty key makes an HMAC anyone can compute: an unset secret refuses everything.
+    secret_list = [s for s in secret_list if s]
+    if not secret_list:
+        raise SignatureError("no intake secret is configured")
     matched = False
     for secret in secret_list:
         expected = compute(secret, parsed.timestamp, body).encode()

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from core.client import connect
@@ -135,8 +136,19 @@ async def _open(args: argparse.Namespace, client: Client) -> int:
         amount=args.amount, currency=args.currency, locale=args.locale,
         documents=args.document,
     )
-    handle = await client.start_workflow(RefundCase.run, request, id=request.case_id,
-                                         task_queue=args.task_queue)
+    try:
+        # As the intake webhook: a request id seen before starts nothing, even once closed
+        # (a new run would email and assess the customer all over again).
+        handle = await client.start_workflow(
+            RefundCase.run, request, id=request.case_id, task_queue=args.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        if args.json:
+            print(json.dumps({"case_id": request.case_id, "status": "duplicate"}))
+        else:
+            print(f"Case {request.case_id} already exists; nothing started. See: "
+                  f"python starter.py status {request.case_id}")
+        return 0
     if args.json:
         print(json.dumps({"case_id": handle.id, "run_id": handle.result_run_id}))
     else:

@@ -78,8 +78,11 @@ class RefundRequest(Strict):
         examples=["req_1042"],
     )
     customer_email: str = Field(examples=["ana@example.com"])
-    charge_id: str | None = Field(None, pattern=r"^ch_[A-Za-z0-9_]+$", examples=["ch_3Pq..."])
-    payment_intent_id: str | None = Field(None, pattern=r"^pi_[A-Za-z0-9_]+$")
+    # Bounded: the id becomes the RefundChargeId search attribute, which Temporal caps at
+    # 2 KB (a longer one would fail the start, answered 503 and retried forever).
+    charge_id: str | None = Field(None, pattern=r"^ch_[A-Za-z0-9_]{1,200}$",
+                                  examples=["ch_3Pq..."])
+    payment_intent_id: str | None = Field(None, pattern=r"^pi_[A-Za-z0-9_]{1,200}$")
     reason: RefundReason
     message: str = Field("", max_length=10_000)
     amount: int | None = Field(

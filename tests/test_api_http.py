@@ -100,6 +100,10 @@ async def test_intake_refuses_wrong_secret_and_expired_signature(down):
     (request_body("r1", customer_email="nobody"), "customer_email"),
     (request_body("r1", extra="x"), "extra"),
     (request_body("r1", charge_id=None), None),
+    # Above Temporal's 2 KB search attribute cap: a 503 (retried forever) before the bound.
+    (request_body("r1", charge_id="ch_" + "a" * 3000), "charge_id"),
+    (request_body("r1", charge_id=None, payment_intent_id="pi_" + "a" * 3000),
+     "payment_intent_id"),
 ])
 async def test_intake_refuses_invalid_bodies_with_field_errors(down, body, field):
     async with http(down) as api:

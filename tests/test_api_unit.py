@@ -79,6 +79,14 @@ def test_wrong_secret_tampered_body_and_stale_or_future_timestamps_fail():
     assert signatures.verify(BODY, good, SECRET, now=now + 300) == now
 
 
+@pytest.mark.parametrize("secrets", ["", [""], []])
+def test_an_unset_secret_refuses_even_a_body_signed_with_the_empty_key(secrets):
+    # HMAC with an empty key is computable by anyone: it must never authenticate.
+    forged = signatures.sign(BODY, "")
+    with pytest.raises(signatures.SignatureError, match="no intake secret"):
+        signatures.verify(BODY, forged, secrets)
+
+
 def test_non_ascii_candidate_signature_never_matches():
     now = int(time.time())
     with pytest.raises(signatures.SignatureError, match="no valid signature"):

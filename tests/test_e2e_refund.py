@@ -61,6 +61,9 @@ async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
         assert await cli("open", "--request-id", request_id, "--email", email, "--charge",
                          charge.charge_id, "--reason", "change_of_mind",
                          "--task-queue", task_queue) == 0
+        reopen = ("open", "--request-id", request_id, "--email", email, "--charge",
+                  charge.charge_id, "--reason", "change_of_mind", "--task-queue", task_queue)
+        assert await cli(*reopen) == 0  # a repeated open starts nothing (no traceback)
         handle = dev_env.client.get_workflow_handle_for(RefundCase.run, case_id)
         state = await _until(handle, lambda s: s.status == "awaiting_agent")
         assert state.facts is not None and state.facts.customer_email == email
@@ -72,6 +75,9 @@ async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
         assert await cli("status", case_id) == 0
         state = await handle.result()
         await record_history(handle, "e2e_agent_approve")
+        run_id = (await handle.describe()).run_id
+        assert await cli(*reopen) == 0  # even once closed: no second run of the case
+        assert (await dev_env.client.get_workflow_handle(case_id).describe()).run_id == run_id
 
     assert state.status == "completed"
     assert state.feedback is not None and state.feedback.rating == 4

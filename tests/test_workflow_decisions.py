@@ -128,6 +128,31 @@ async def test_agent_approves_what_outside_refunds_left(time_env: WorkflowEnviro
     assert fakes.email("approval").context["amount"] == 40_000
 
 
+async def test_outside_refund_status_changes_land_in_the_timeline(
+        time_env: WorkflowEnvironment) -> None:
+    """A dashboard refund that fails gives its amount back: that change is recorded once
+    (duplicates and stale events change nothing) and the agent may approve it all."""
+    from core.models import RefundUpdateSignal
+    fakes = Fakes(amount=50_000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("awaiting_agent")
+        for status in ("pending", "failed", "failed", "pending"):
+            await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+                refund_id="re_dashboard", status=status, amount=10_000,  # type: ignore[arg-type]
+                currency="usd", charge_id="ch_test_1", case_id=None))
+        state = await case.until(lambda s: len(entries(s, "outside_refund")) == 2,
+                                 "the outside refund failing")
+        assert "is failed; 500.00 USD remains refundable" in entries(
+            state, "outside_refund")[1].message
+        result = await case.handle.execute_update(RefundCase.approve_action,
+                                                  ApproveSignal(agent="alice", amount=50_000))
+        assert result.accepted
+        state = await case.result()
+    assert [c.amount for c in fakes.refund_calls] == [50_000]
+    assert len(entries(state, "outside_refund")) == 2
+    assert state.external_refunds[0].status == "failed"
+
+
 async def test_two_different_agents_approve_large_refunds(time_env: WorkflowEnvironment
                                                           ) -> None:
     fakes = Fakes(amount=150_000)

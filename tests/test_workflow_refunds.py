@@ -131,3 +131,22 @@ async def test_webhook_before_the_refund_answer_is_kept(time_env: WorkflowEnviro
     assert [e.data["status"] for e in entries(state, "refund_status")] == ["succeeded"]
     assert [o.kind for o in fakes.ops] == ["dispute_opened"]
     assert "refund was already under way" in entries(state, "dispute_opened")[0].message
+
+
+async def test_early_webhooks_out_of_order_keep_the_final_status(
+        time_env: WorkflowEnvironment) -> None:
+    """Stripe does not order events: "succeeded" then a stale "pending", both before the
+    create-refund answer, still settle the refund without waiting for a poll."""
+    fakes = Fakes(refund_status="pending", refund_gate=asyncio.Event())
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.status == "refunding" and bool(fakes.refund_calls),
+                         "the refund call")
+        for status in ("succeeded", "pending"):
+            await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+                refund_id="re_test_1", status=status, case_id=case.request.case_id))  # type: ignore[arg-type]
+        fakes.refund_gate.set()  # type: ignore[union-attr]
+        await case.status("refunded")
+        state = await case.result()  # a case left open would stall the shared server's clock
+    assert state.status == "completed"
+    assert fakes.polls == 0
+    assert [e.data["status"] for e in entries(state, "refund_status")] == ["succeeded"]

@@ -691,7 +691,10 @@ class RefundCase:
         """One refund status change; duplicates and stale updates change nothing."""
         refund = self.case.refund
         if refund is None:  # the webhook beat the activity's answer
-            self._early_updates[sig.refund_id] = sig
+            # Stripe does not order its events: a late "pending" must not hide a final status.
+            held = self._early_updates.get(sig.refund_id)
+            if held is None or held.status not in FINAL_REFUND_STATUSES:
+                self._early_updates[sig.refund_id] = sig
             return
         if sig.refund_id != refund.refund_id:
             self._outside_refund(sig)
@@ -716,7 +719,15 @@ class RefundCase:
                               currency=sig.currency or self._currency(),
                               charge_id=sig.charge_id, case_id=sig.case_id)
         if sig.refund_id in known:
+            held = self.case.external_refunds[known[sig.refund_id]]
+            if held.status in FINAL_REFUND_STATUSES or held.status == sig.status:
+                return  # a duplicate or a stale event
             self.case.external_refunds[known[sig.refund_id]] = result
+            # Its status moves what is refundable (a failed one gives the amount back).
+            self._record("outside_refund", f"Refund {sig.refund_id} made outside this case "
+                         f"is {sig.status}; {self._money(self.case.refundable)} remains "
+                         "refundable", actor="stripe", refund_id=sig.refund_id,
+                         amount=result.amount, status=sig.status)
             return
         self.case.external_refunds.append(result)
         self._record("outside_refund", f"Refund {sig.refund_id} of "
