@@ -10,6 +10,10 @@ ZERO_DECIMAL = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+# Stripe takes refunds in these currencies only in coarser steps than the minor unit: the
+# last digit of a three-decimal amount must be 0, and ISK is whole krónur (multiples of
+# 100) although its API amounts keep two decimals.
+_REFUND_STEP = {**dict.fromkeys(THREE_DECIMAL, 10), "isk": 100}
 
 
 def normalize_currency(code: str) -> str:
@@ -27,6 +31,17 @@ def exponent(currency: str) -> int:
     if c in THREE_DECIMAL:
         return 3
     return 2
+
+
+def refund_step(currency: str) -> int:
+    """The smallest amount, in minor units, that Stripe refunds in `currency`."""
+    return _REFUND_STEP.get(currency.lower(), 1)
+
+
+def round_down_to_step(amount: int, currency: str) -> int:
+    """The largest refundable amount not above `amount` (6333 KWD fils -> 6330)."""
+    step = refund_step(currency)
+    return amount - amount % step
 
 
 def to_decimal(amount: int, currency: str) -> Decimal:

@@ -104,16 +104,21 @@ class _Case:
 def read_cases(path: str | Path, default_now: datetime) -> list[_Case]:
     """Parse the JSONL case file; a bad line is an error naming the line."""
     cases: list[_Case] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw)
-                now = _NOW.validate_python(data.pop("now", None)) or default_now
-                cases.append(_Case(number, PolicyFacts.model_validate(data), now))
-            except (ValueError, ValidationError, AttributeError) as e:
-                raise PolicyError(path, [f"line {number}: not a valid case: {e}"]) from e
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise PolicyError(path, [f"cannot read the cases file ({e.strerror or e})"]) from e
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("a case is a JSON object")
+            now = _NOW.validate_python(data.pop("now", None)) or default_now
+            cases.append(_Case(number, PolicyFacts.model_validate(data), now))
+        except (ValueError, ValidationError) as e:
+            raise PolicyError(path, [f"line {number}: not a valid case: {e}"]) from e
     return cases
 
 

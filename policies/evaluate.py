@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from core.models import RefundReason
-from core.money import plain
+from core.money import plain, refund_step, round_down_to_step
 from policies.facts import Outcome, PolicyDecision, PolicyFacts
 from policies.model import Policy, ReasonRule
 
@@ -45,8 +45,9 @@ def evaluate(facts: PolicyFacts, policy: Policy, now: datetime) -> PolicyDecisio
     now = _aware(now)
     draft = _decide(facts, policy, now)
     currency = facts.currency.lower()
-    amount = min(draft.amount, _cap(facts)) if draft.outcome in ("approve", "agent_review") \
-        else 0
+    # Never above what is refundable, and in a step Stripe accepts (KWD: whole 10 fils).
+    amount = round_down_to_step(min(draft.amount, _cap(facts)), currency) \
+        if draft.outcome in ("approve", "agent_review") else 0
     return PolicyDecision(
         outcome=draft.outcome,
         amount=amount,
@@ -71,6 +72,10 @@ def _decide(facts: PolicyFacts, policy: Policy, now: datetime) -> _Draft:
         return _Draft("agent_review", [review.findings],
                       f"the request and our records disagree ({', '.join(findings)})",
                       amount=proposed)
+    problem = _records_problem(facts)
+    if problem:
+        return _Draft("agent_review", [review.findings],
+                      f"our records do not add up ({problem})", amount=proposed)
     if not policy.accepts(facts.currency):
         return _Draft("agent_review", [review.unsupported_currency],
                       f"the policy has no rules for {facts.currency.upper()} charges",
@@ -175,7 +180,9 @@ def _amount(facts: PolicyFacts, policy: Policy, rule: ReasonRule, now: datetime
         basis = "full"
     share, why = Fraction(1), "a full refund"
     if basis == "unused_quota" and facts.usage_fraction is not None:
-        share = 1 - Fraction(facts.usage_fraction)
+        # From the decimal as written (0.1, not the binary float 0.1000000000000000055),
+        # so that half-up rounding lands where a person computing it by hand would.
+        share = 1 - Fraction(repr(facts.usage_fraction))
         why = f"a refund of the unused {_pct(share)} of the plan's quota"
     elif basis in ("unused_time", "unused_quota"):
         unused = unused_time_share(facts, now)
@@ -184,7 +191,8 @@ def _amount(facts: PolicyFacts, policy: Policy, rule: ReasonRule, now: datetime
             why = f"a refund of the unused {_pct(share)} of the billing period"
     if share == 1:
         return _cap(facts), why, False
-    due = prorate(facts.charge_amount, share, policy.rounding) - facts.amount_refunded
+    due = prorate(facts.charge_amount, share, policy.rounding,
+                  refund_step(facts.currency)) - facts.amount_refunded
     return max(0, min(due, _cap(facts))), why, True
 
 
@@ -200,16 +208,29 @@ def unused_time_share(facts: PolicyFacts, now: datetime) -> Fraction | None:
     return Fraction(_micros(left), _micros(total))
 
 
-def prorate(amount: int, share: Fraction, rounding: str = "half_up") -> int:
-    """`amount` (minor units) times `share`, rounded to a whole minor unit: a cent, or a
-    yen / won for zero-decimal currencies, a fils for KWD. Monotone in `share`."""
-    exact = amount * share
+def prorate(amount: int, share: Fraction, rounding: str = "half_up", step: int = 1) -> int:
+    """`amount` (minor units) times `share`, rounded to a multiple of `step` minor units: a
+    cent, a yen or won for zero-decimal currencies, 10 fils for KWD (the refund step of
+    `core.money.refund_step`). Monotone in `share`."""
+    exact = amount * share / step
     floor = exact.numerator // exact.denominator
     if rounding == "down" or exact == floor:
-        return floor
+        return floor * step
     if rounding == "up":
-        return floor + 1
-    return floor + 1 if exact - floor >= Fraction(1, 2) else floor
+        return (floor + 1) * step
+    return (floor + 1 if exact - floor >= Fraction(1, 2) else floor) * step
+
+
+def _records_problem(facts: PolicyFacts) -> str | None:
+    """Facts that contradict each other: an agent looks before any money moves."""
+    if facts.charge_amount == 0:
+        return "the charge amount is zero"
+    if facts.amount_refunded > facts.charge_amount:
+        return "more is refunded than was charged"
+    if facts.period_start is not None and facts.period_end is not None and \
+            _aware(facts.period_end) <= _aware(facts.period_start):
+        return "the billing period ends before it starts"
+    return None
 
 
 def _cap(facts: PolicyFacts) -> int:

@@ -23,6 +23,22 @@ class PolicyError(ValueError):
         super().__init__("\n".join(f"{self.path}: {p}" for p in problems))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping: plain YAML keeps the
+    last silently, so a pasted `acknowledge:` would override the first unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_policy(path: str | Path = DEFAULT_POLICY) -> Policy:
     """Load and validate a YAML policy file."""
     try:
@@ -30,7 +46,7 @@ def load_policy(path: str | Path = DEFAULT_POLICY) -> Policy:
     except OSError as e:
         raise PolicyError(path, [f"cannot read the file ({e.strerror or e})"]) from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise PolicyError(path, [f"not valid YAML: {e}"]) from e
     if not isinstance(data, dict):

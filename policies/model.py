@@ -104,7 +104,8 @@ class ReasonRule(Strict):
 
 class DocumentRequirement(Strict):
     """A document kind. A supplied document satisfies it when its name, lowercased,
-    equals the kind or contains one of `matches` (e.g. "receipt" in "receipt-0042.pdf")."""
+    holds the kind or one of `matches` as a word, plural allowed ("receipt" in
+    "receipt-0042.pdf", "log" in "error_logs.txt", but not in "catalog.pdf")."""
 
     clause: str
     question: str = Field(min_length=1, description="Asked when the document is missing.")
@@ -112,7 +113,8 @@ class DocumentRequirement(Strict):
 
     def satisfied_by(self, kind: str, documents: list[str]) -> bool:
         keys = [kind.lower(), *(m.lower() for m in self.matches)]
-        return any(d.lower() == keys[0] or any(k in d.lower() for k in keys) for d in documents)
+        words = [re.compile(rf"(?<![a-z]){re.escape(k)}s?(?![a-z])") for k in keys]
+        return any(w.search(d.lower()) for d in documents for w in words)
 
 
 class Exclusions(Strict):
@@ -170,7 +172,7 @@ class Sla(Strict):
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         if v <= timedelta(0):
-            raise ValueError(f"duration must be positive, got {v}")
+            raise ValueError(f"duration must be positive, got {v.total_seconds():g} seconds")
         return v
 
     @model_validator(mode="after")

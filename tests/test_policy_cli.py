@@ -119,6 +119,21 @@ def test_simulate_names_a_bad_case_line(tmp_path: Path, candidate: Path,
     assert f"{path}: line 2: not a valid case" in err and "charge_amount" in err
 
 
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "cannot read the cases file"),
+    ("[1, 2]\n", "line 1: not a valid case: a case is a JSON object"),
+    ("{not json\n", "line 1: not a valid case"),
+])
+def test_simulate_refuses_unusable_case_files_without_a_traceback(
+        tmp_path: Path, candidate: Path, capsys: pytest.CaptureFixture[str],
+        content: str | None, problem: str) -> None:
+    path = tmp_path / "cases.jsonl"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    assert main(["simulate", "--policy", str(candidate), "--cases", str(path)]) == 1
+    assert f"{path}: {problem}" in capsys.readouterr().err
+
+
 def test_starter_runs_policy_check(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "starter.py", "policy", "check",
                          "policies/default.yaml"], cwd=ROOT, capture_output=True, text=True)

@@ -195,7 +195,9 @@ def test_explanation_is_one_readable_paragraph() -> None:
         ("jpy", 980, 653, "653 JPY"),         # 980 * 2/3 = 653.33 yen
         ("krw", 9900, 6600, "6600 KRW"),      # 9900 * 2/3, exact won
         ("jpy", 1000, 667, "667 JPY"),        # 666.67 rounds to 667
-        ("kwd", 9500, 6333, "6.333 KWD"),     # 9.500 KWD * 2/3 = 6.3333 -> 6.333 (fils)
+        # 9.500 KWD * 2/3 = 6.3333: Stripe refunds three-decimal currencies in 10 fils
+        ("kwd", 9500, 6330, "6.330 KWD"),
+        ("kwd", 9580, 6390, "6.390 KWD"),     # 6.38667 rounds half-up to 6.390
         ("usd", 2900, 1933, "19.33 USD"),
     ],
 )
@@ -243,3 +245,43 @@ def test_unused_time_share_is_clamped_to_the_period() -> None:
     assert unused_time_share(case, NOW + 40 * DAY) == 0
     assert unused_time_share(case, NOW - 20 * DAY) == 1
     assert unused_time_share(facts(period_start=None), NOW) is None
+
+
+def test_three_decimal_requested_amounts_are_rounded_down_to_a_refundable_step() -> None:
+    d = evaluate(facts(product_used=False, currency="kwd", charge_amount=9500,
+                       requested_amount=6333), POLICY, NOW)
+    assert (d.outcome, d.amount) == ("approve", 6330)
+
+
+@pytest.mark.parametrize(("used", "charge", "expected"), [
+    (0.1, 5, 5),     # 4.5 rounds half-up to 5 (the binary float 0.1 would give 4)
+    (0.1, 15, 14),   # 13.5 -> 14
+    (0.3, 2900, 2030),
+])
+def test_usage_share_is_read_as_the_decimal_written(used: float, charge: int,
+                                                     expected: int) -> None:
+    d = evaluate(facts(reason="not_as_described", usage_fraction=used, product_used=None,
+                       charge_amount=charge), POLICY, NOW)
+    assert (d.outcome, d.amount) == ("approve", expected)
+
+
+@pytest.mark.parametrize(("kw", "why"), [
+    ({"period_end": NOW - 20 * DAY}, "the billing period ends before it starts"),
+    ({"amount_refunded": 3000}, "more is refunded than was charged"),
+    ({"charge_amount": 0}, "the charge amount is zero"),
+])
+def test_records_that_contradict_themselves_go_to_an_agent(kw: dict[str, Any],
+                                                           why: str) -> None:
+    """Never a full refund from a broken period, never 'already refunded' from bad data."""
+    d = evaluate(facts(reason="technical_issue", documents=["ticket"], **kw), POLICY, NOW)
+    assert (d.outcome, d.clause_ids) == ("agent_review", ["details-mismatch"])
+    assert why in d.explanation
+
+
+@pytest.mark.parametrize(("document", "satisfies"), [
+    ("ticket-4411", True), ("Screenshot1.png", True), ("error_logs.txt", True),
+    ("support", True), ("catalog.pdf", False), ("dialog.png", False), ("tickets", True),
+])
+def test_documents_match_whole_words_only(document: str, satisfies: bool) -> None:
+    d = evaluate(facts(reason="technical_issue", documents=[document]), POLICY, NOW)
+    assert (d.outcome != "need_info") is satisfies

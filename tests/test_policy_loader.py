@@ -135,7 +135,7 @@ def test_negative_sla_duration(tmp_path: Path) -> None:
     data = default_data()
     data["sla"]["info_timeout"] = "-3d"
     err = error_for(tmp_path, data)
-    assert "sla.info_timeout: duration must be positive" in str(err)
+    assert "sla.info_timeout: duration must be positive, got -259200 seconds" in str(err)
 
 
 def test_negative_window(tmp_path: Path) -> None:
@@ -213,3 +213,13 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_policy(bad)
     with pytest.raises(PolicyError, match="must hold a mapping"):
         load_policy(write(tmp_path, ["a", "list"]))
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    text = DEFAULT_POLICY.read_text().replace(
+        "  acknowledge: 30s", "  acknowledge: 30s\n  acknowledge: 2h")
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    assert str(path) in str(err.value) and "'acknowledge' is given twice" in str(err.value)
