@@ -31,7 +31,7 @@ LOCALES = ("en", "ja", "ko")
 # Context keys each template needs besides the ones every template gets (case_id,
 # customer_email, locale). Checked before rendering so a gap is reported by name.
 REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
-    "acknowledgment": frozenset({"reason", "ack_deadline"}),
+    "acknowledgment": frozenset({"reason", "next_update_by"}),
     "info_request": frozenset({"questions", "reply_by"}),
     "reminder": frozenset({"questions", "reply_by"}),
     "approval": frozenset({"amount", "currency", "next_steps_by"}),

@@ -28,7 +28,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
         "case_id": "refund-req_42",
         "customer_email": "jane@example.com",
         "reason": "technical_issue",
-        "ack_deadline": "2025-03-04T15:30:00Z",
+        "next_update_by": "2025-03-04T15:30:00Z",
         "questions": ["Which plan did you buy?", "When did the problem start?"],
         "reply_by": "2025-03-10T09:00:00+00:00",
         "amount": 12345,

@@ -8,8 +8,10 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
+from core import search_attributes as sa
 from core.models import (
     ApproveSignal,
+    CustomerReplySignal,
     DenySignal,
     DisputeOpenedSignal,
     FeedbackSignal,
@@ -150,3 +152,126 @@ async def test_early_webhooks_out_of_order_keep_the_final_status(
     assert state.status == "completed"
     assert fakes.polls == 0
     assert [e.data["status"] for e in entries(state, "refund_status")] == ["succeeded"]
+
+
+async def test_refused_refund_on_a_charge_now_disputed_goes_to_the_dispute_process(
+        time_env: WorkflowEnvironment) -> None:
+    """Stripe refuses (charge_disputed) and the fresh facts show the dispute: the case is
+    handed to the dispute process, not denied by the policy nor left 'assessing'."""
+    fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")],
+                  later_facts={"disputed": True, "dispute_ids": ["dp_7"]})
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+        described = await case.handle.describe()
+    assert state.status == "disputed"
+    assert described.typed_search_attributes.get(sa.STATUS) == "disputed"
+    assert "dp_7" in entries(state, "status")[-1].message
+    assert len(fakes.refund_calls) == 1
+    assert "denial" not in fakes.templates()
+
+
+async def test_dispute_signal_during_the_refund_call_closes_the_case_when_stripe_refuses(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")],
+                  refund_gate=asyncio.Event())
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.status == "refunding" and bool(fakes.refund_calls),
+                         "the refund call")
+        await case.handle.signal(RefundCase.dispute_opened, DisputeOpenedSignal(
+            dispute_id="dp_8", charge_id="ch_test_1", reason="fraudulent"))
+        await case.until(lambda s: s.dispute is not None, "the dispute recorded")
+        fakes.refund_gate.set()  # type: ignore[union-attr]
+        state = await case.result()
+    assert state.status == "disputed"
+    assert fakes.gathers == 1  # closed before looking the charge up again
+    assert [o.kind for o in fakes.ops] == ["dispute_opened", "refund_error"]
+
+
+async def test_after_a_refusal_the_policy_does_not_deny_on_its_own(
+        time_env: WorkflowEnvironment) -> None:
+    """The fresh facts say 'already refunded', which the policy would deny by itself;
+    after a Stripe refusal an agent decides, told what the policy would do."""
+    fakes = Fakes(refund_errors=[stripe_permanent("charge_already_refunded")],
+                  later_facts={"amount_refunded": 4900, "refunded": True})
+    async with Case(time_env, fakes, request()) as case:
+        waiting = await case.status("awaiting_agent")
+        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob",
+                                                             clause_id="already-refunded"))
+        state = await case.result()
+    assert "Stripe refused the refund (charge_already_refunded" in \
+        entries(waiting, "status")[-1].message
+    assert waiting.decision is not None and waiting.decision.outcome == "deny"
+    assert state.status == "denied" and state.denial is not None
+    assert state.denial.by == "agent:bob"
+
+
+async def test_pending_refund_failed_by_webhook(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(refund_status="pending")
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.refund is not None, "the refund")
+        await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+            refund_id="re_test_1", status="failed", failure_reason="lost_or_stolen_card",
+            case_id=case.request.case_id))
+        state = await case.result()
+    assert state.status == "refund_failed" and fakes.polls == 0
+    assert fakes.email("refund_failed").context["failure_reason"] == "lost_or_stolen_card"
+    assert [o.kind for o in fakes.ops] == ["refund_failed"]
+
+
+async def test_acquirer_reference_sent_later_reaches_the_follow_up(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(acquirer_reference=None)
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("refunded")
+        update = RefundUpdateSignal(refund_id="re_test_1", status="succeeded",
+                                    acquirer_reference="ARN-7731",
+                                    case_id=case.request.case_id)
+        await case.handle.signal(RefundCase.refund_update, update)
+        await case.handle.signal(RefundCase.refund_update, update)  # redelivered
+        await case.until(lambda s: bool(entries(s, "acquirer_reference")), "the reference")
+        await time_env.sleep(timedelta(days=3, minutes=1))
+        state = await case.result()
+    assert fakes.email("refund_completed").context["acquirer_reference"] == "ARN-7731"
+    assert len(entries(state, "acquirer_reference")) == 1
+
+
+async def test_refund_failing_after_it_succeeded_is_no_completed_refund(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("refunded")
+        await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
+            refund_id="re_test_1", status="failed", failure_reason="expired_or_canceled_card",
+            case_id=case.request.case_id))
+        state = await case.result()
+        await record_history(case.handle, "refund_reversal")
+    assert state.status == "refund_failed"
+    assert "refund_completed" not in fakes.templates()
+    assert fakes.email("refund_failed").context["failure_reason"] == "expired_or_canceled_card"
+    assert [o.kind for o in fakes.ops] == ["refund_failed"]
+
+
+async def test_a_rating_by_email_reply_is_the_feedback(time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request()) as case:
+        await case.status("refunded")
+        await time_env.sleep(timedelta(days=3, minutes=1))
+        await case.until(lambda s: s.waiting_for == "the customer's feedback", "feedback wait")
+        await case.handle.signal(RefundCase.customer_reply, CustomerReplySignal(
+            text="4 - quick, thank you\n\nOn Mon, Refund Desk wrote:\n> Rate us 1 to 5",
+            channel="email"))
+        await case.handle.signal(RefundCase.feedback, FeedbackSignal(rating=1))  # too late
+        state = await case.result()
+        await record_history(case.handle, "feedback_by_email")
+    assert state.status == "completed"
+    assert state.feedback is not None and state.feedback.rating == 4
+    assert entries(state, "feedback")[0].data["channel"] == "email"
+    assert "already given" in entries(state, "feedback_refused")[0].message
+    assert "no_feedback" not in kinds(state)
+
+
+def test_ratings_are_read_from_the_first_line_only() -> None:
+    from workflows.refund_case import _rating_in
+    assert [_rating_in(t) for t in ["5", "Rating: 3/5 ok", "4/5", " 2 stars", "10", "",
+                                    "thanks!\n5", "0", "6"]] == [5, 3, 4, 2, None, None,
+                                                                None, None, None]

@@ -11,7 +11,12 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from core import search_attributes as sa
-from core.models import ApproveSignal, DisputeOpenedSignal, WithdrawSignal
+from core.models import (
+    ApproveSignal,
+    DisputeOpenedSignal,
+    EmailEventSignal,
+    WithdrawSignal,
+)
 from tests.workflow_doubles import (
     Case,
     Fakes,
@@ -48,10 +53,13 @@ async def test_ack_sla_breach_is_escalated_and_case_goes_on(
     assert kinds(state).index("sla_breached") < kinds(state).index("email_sent")
 
 
-async def test_confirmed_duplicate_charge_is_refunded_at_once(
-        time_env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("reason", ["duplicate_charge", "billing_error"])
+async def test_confirmed_billing_error_is_refunded_at_once(
+        time_env: WorkflowEnvironment, reason: str) -> None:
+    """The billing-error fast path: confirmed by the facts (the same amount charged twice),
+    refunded in full at once above the automatic limit, with the apology."""
     fakes = Fakes(amount=30_000, facts_overrides={"duplicate_charge_ids": ["ch_dup"]})
-    async with Case(time_env, fakes, request("duplicate_charge")) as case:
+    async with Case(time_env, fakes, request(reason)) as case:
         state = await case.result()
     assert state.status == "completed"
     assert state.root_cause is not None and state.root_cause.startswith("duplicate_charge")
@@ -126,3 +134,54 @@ async def test_email_mismatch_sends_to_agents(time_env: WorkflowEnvironment) -> 
         await case.handle.signal(RefundCase.approve, ApproveSignal(agent="bob"))
         state = await case.result()
     assert [c.amount for c in fakes.refund_calls] == [3_000]
+
+
+async def test_ack_email_that_cannot_be_sent_is_an_sla_breach(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes(failing_templates={"acknowledgment"})
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+        described = await case.handle.describe()
+    assert state.sla_breaches == ["acknowledge"]
+    assert described.typed_search_attributes.get(sa.SLA_BREACHED) is True
+    assert [o.kind for o in fakes.ops] == ["email_failed", "sla_breached"]
+    assert state.status == "completed"  # the case goes on
+
+
+async def test_undeliverable_questions_go_to_an_agent_at_once(
+        time_env: WorkflowEnvironment) -> None:
+    """A bounce of the info request (redelivered by SendGrid) hands the case to an agent
+    instead of waiting ten days for a reply that cannot come."""
+    fakes = Fakes()
+    async with Case(time_env, fakes, request("technical_issue")) as case:
+        await case.status("awaiting_info")
+        bounce = EmailEventSignal(event="bounce", email=case.request.customer_email,
+                                  template="info_request", reason="550 mailbox unavailable",
+                                  sg_event_id="sg-1")
+        for _ in range(2):
+            await case.handle.signal(RefundCase.email_event, bounce)
+        waiting = await case.status("awaiting_agent")
+        await case.handle.signal(RefundCase.approve, ApproveSignal(agent="alice"))
+        state = await case.result()
+        await record_history(case.handle, "undeliverable_info")
+    assert "could not be delivered" in entries(waiting, "status")[-1].message
+    assert len(entries(state, "email_event")) == 1
+    assert [o.kind for o in fakes.ops] == ["info_undeliverable"]
+    assert "reminder" not in fakes.templates() and "abandoned" not in fakes.templates()
+    assert state.status == "completed" and [c.amount for c in fakes.refund_calls] == [4900]
+
+
+async def test_a_bounce_of_another_email_only_lands_in_the_timeline(
+        time_env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    async with Case(time_env, fakes, request("technical_issue")) as case:
+        await case.status("awaiting_info")
+        await case.handle.signal(RefundCase.email_event, EmailEventSignal(
+            event="bounce", email=case.request.customer_email, template="acknowledgment"))
+        await case.handle.signal(RefundCase.email_event, EmailEventSignal(
+            event="delivered", email=case.request.customer_email, template="info_request"))
+        state = await case.until(lambda s: len(entries(s, "email_event")) == 2,
+                                 "both events")
+        assert state.status == "awaiting_info"
+        await case.handle.signal(RefundCase.withdraw, WithdrawSignal())
+        await case.result()

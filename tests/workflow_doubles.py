@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.email_activities import EmailInput, EmailSent, OpsNotice
+from activities.email_activities import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
 from activities.errors import permanent, transient
 from activities.stripe_models import (
     CreateRefundInput,
@@ -63,6 +63,8 @@ class Fakes:
     charge_age: timedelta = timedelta(days=2)
     customer_age: timedelta = timedelta(days=3)
     facts_overrides: dict[str, Any] = field(default_factory=dict)
+    later_facts: dict[str, Any] = field(default_factory=dict)  # from the 2nd look-up on
+    failing_templates: set[str] = field(default_factory=set)  # send_email refuses for good
     refund_errors: list[Exception] = field(default_factory=list)  # raised in order first
     refund_status: str = "succeeded"
     poll_statuses: list[str] = field(default_factory=list)  # stripe_get_refund answers
@@ -74,6 +76,7 @@ class Fakes:
     ops: list[OpsNotice] = field(default_factory=list)
     refund_calls: list[CreateRefundInput] = field(default_factory=list)
     polls: int = 0
+    gathers: int = 0
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.load_policy, self.stripe_gather_facts, self.stripe_create_refund,
@@ -100,6 +103,9 @@ class Fakes:
             "customer_created": now - self.customer_age,
         }
         facts.update(self.facts_overrides)
+        self.gathers += 1
+        if self.gathers > 1:
+            facts.update(self.later_facts)
         return StripeFacts(**facts)
 
     @activity.defn(name="stripe_create_refund")
@@ -132,6 +138,9 @@ class Fakes:
             email.template)
         if gate is not None:
             await gate.wait()
+        if email.template in self.failing_templates:
+            raise permanent(EMAIL_PERMANENT, "SendGrid refused the address (400)", status=400,
+                            step=email.step)
         if email.step not in {e.step for e in self.emails}:
             self.emails.append(email)
         return EmailSent(message_id=f"msg-{email.step}", backend="outbox",

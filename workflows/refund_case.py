@@ -11,6 +11,7 @@ same refusal, recorded the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -111,6 +112,16 @@ FEEDBACK_HINT = {
 
 
 RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
+AskOutcome = Literal["replied", "abandoned", "undeliverable"]
+UNDELIVERABLE_EVENTS = frozenset({"bounce", "dropped"})
+
+# `workflow.patched` ids: each guards a change of behaviour that running cases started
+# before it must not see (their histories replay the old path; see tests/histories/).
+PATCH_AGENT_AFTER_REFUSAL = "agent-decides-after-refusal"  # a Stripe refusal: agents only
+PATCH_ACK_FAILURE_BREACH = "ack-failure-is-breach"
+PATCH_UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
+PATCH_FEEDBACK_BY_EMAIL = "feedback-by-email"
+PATCH_REFUND_REVERSAL = "refund-reversal"
 
 
 class _CaseClosed(Exception):
@@ -150,6 +161,9 @@ class RefundCase:
         self._agent_must_decide = False  # after Stripe refused a refund: no auto-approval
         self._early_updates: dict[str, RefundUpdateSignal] = {}
         self._info_rounds = 0
+        self._info_undeliverable = False  # SendGrid bounced / dropped our questions
+        self._refund_reversed = False  # Stripe: a succeeded refund failed after all
+        self._email_events: set[str] = set()  # sg_event_id seen
         self._search_attributes: dict[str, Any] = {}
 
     # === the steps ======================================================================
@@ -172,7 +186,13 @@ class RefundCase:
                     break
                 # Stripe refused for good and no money moved: look again, an agent decides.
                 self._agent_must_decide = True
+                if workflow.patched(PATCH_AGENT_AFTER_REFUSAL):
+                    self._close_if_disputed()  # Stripe refuses disputed charges: hand over
+                    self._checkpoint()  # withdrawn or disputed while ops were told
                 await self._assess()
+                if workflow.patched(PATCH_AGENT_AFTER_REFUSAL):
+                    self._close_if_disputed()
+                    self._checkpoint()
                 amount = await self._decide()
         except _CaseClosed:
             pass  # the signal handler recorded why and told whoever needs to know
@@ -198,7 +218,7 @@ class RefundCase:
         # What the customer is promised: a decision (or our questions) within the agent SLA.
         next_update = workflow.info().start_time + self.policy.sla.agent_decision
         email = self._email_input("acknowledgment", "ack", {
-            "reason": self.case.request.reason.value, "ack_deadline": _iso(next_update)})
+            "reason": self.case.request.reason.value, "next_update_by": _iso(next_update)})
         handle = workflow.start_activity(
             SEND_EMAIL, email, result_type=EmailSent, start_to_close_timeout=EMAIL_TIMEOUT,
             retry_policy=EMAIL_RETRY, summary=f"Acknowledge the request (due {_iso(due)})",
@@ -210,7 +230,9 @@ class RefundCase:
                                           timeout_summary="acknowledgment SLA")
         except TimeoutError:
             await self._breach("acknowledge", f"The acknowledgment was not sent within {sla}")
-        await self._email_done(handle, email)
+        sent = await self._email_done(handle, email)
+        if not sent and workflow.patched(PATCH_ACK_FAILURE_BREACH):
+            await self._breach("acknowledge", "The acknowledgment email could not be sent")
         self._checkpoint()
 
     async def _assess(self) -> None:
@@ -249,27 +271,39 @@ class RefundCase:
     async def _decide(self) -> int | None:
         """Steps 3-5: evaluate, ask the customer, or wait for agents, until the case is
         approved (returns the amount) or closed (None)."""
+        undeliverable = False
         while True:
             decision = self._evaluate()
-            if decision.outcome == "approve" and not self._agent_must_decide:
+            # After Stripe refused a refund, the policy decides nothing on its own.
+            by_policy = not self._agent_must_decide
+            if not by_policy and not workflow.patched(PATCH_AGENT_AFTER_REFUSAL):
+                by_policy = decision.outcome != "approve"  # cases started before the fix
+            if undeliverable:
+                pass  # our questions cannot reach the customer: an agent decides
+            elif decision.outcome == "approve" and by_policy:
                 return await self._approved_by_policy(decision)
-            if decision.outcome == "deny":
+            elif decision.outcome == "deny" and by_policy:
                 denial = Denial(by="policy", clause_id=decision.clause_ids[0])
                 await self._send_denial(denial)
                 return None
-            if decision.outcome == "need_info":
-                if not await self._ask(decision.questions, "policy"):
+            elif decision.outcome == "need_info" and by_policy:
+                asked = await self._ask(decision.questions, "policy")
+                if asked == "abandoned":
                     return None
+                undeliverable = asked == "undeliverable"
                 continue
-            action = await self._await_agents(decision)
+            action = await self._await_agents(decision, undeliverable=undeliverable)
+            undeliverable = False
             if action.kind == "approve":
                 await self._send_approval(action.amount)
                 return action.amount
             if action.kind == "deny" and action.denial is not None:
                 await self._send_denial(action.denial)
                 return None
-            if not await self._ask(action.questions, f"agent:{action.agent}"):
+            asked = await self._ask(action.questions, f"agent:{action.agent}")
+            if asked == "abandoned":
                 return None
+            undeliverable = asked == "undeliverable"
 
     def _evaluate(self) -> PolicyDecision:
         assert self.case.facts is not None and self.case.assessment is not None
@@ -319,11 +353,13 @@ class RefundCase:
             "alternatives": [{"id": a.id, "text": a.text} for a in offered],
         })
 
-    async def _ask(self, questions: list[str], asked_by: str) -> bool:
+    async def _ask(self, questions: list[str], asked_by: str) -> AskOutcome:
         """Step 4: email the questions, remind once, close as abandoned at the timeout.
-        True when the customer replied (the case is then re-evaluated)."""
+        "replied": the case is re-evaluated; "undeliverable": SendGrid could not deliver
+        the questions, so an agent takes over instead of waiting out the timeout."""
         sla = self.policy.sla
         self._info_rounds += 1
+        self._info_undeliverable = False
         rounds = self._info_rounds
         reply_by = workflow.now() + sla.info_timeout
         self.case.questions = list(questions)
@@ -336,23 +372,34 @@ class RefundCase:
         def replied() -> bool:
             return len(self.case.replies) > seen
 
-        if not await self._wait("the customer's reply", replied, sla.info_reminder, reply_by):
+        def answered_or_bounced() -> bool:
+            return replied() or self._info_undeliverable
+
+        if not await self._wait("the customer's reply", answered_or_bounced, sla.info_reminder,
+                                reply_by):
             await self._email("reminder", f"reminder_{rounds}", context)
             left = max(reply_by - workflow.now(), timedelta(seconds=1))
-            if not await self._wait("the customer's reply (reminded)", replied, left):
+            if not await self._wait("the customer's reply (reminded)", answered_or_bounced,
+                                    left):
                 self._set_status(CaseStatus.abandoned, "no reply to our questions by "
                                  f"{_iso(reply_by)}")
                 await self._email("abandoned", "abandoned", {"questions": list(questions)})
-                return False
+                return "abandoned"
+        if not replied():
+            return "undeliverable"
         self.case.questions = []
         self._set_status(CaseStatus.assessing, "the customer replied; deciding again")
-        return True
+        return "replied"
 
-    async def _await_agents(self, decision: PolicyDecision) -> _AgentDecision:
+    async def _await_agents(self, decision: PolicyDecision, *, undeliverable: bool = False
+                            ) -> _AgentDecision:
         """Step 5 by people: wait for an agent's decision, escalating once past the SLA."""
         self._agent_decision = None
         self.case.approvals = []
         why = f"the policy asks an agent to decide ({', '.join(decision.clause_ids)})"
+        if decision.outcome != "agent_review":
+            why = (f"the policy would {decision.outcome.replace('_', ' ')} "
+                   f"({', '.join(decision.clause_ids)}); an agent decides")
         assessment = self.case.assessment
         if assessment is not None and assessment.risk == "high":
             why = f"held for review, risk high: {'; '.join(assessment.risk_reasons)}"
@@ -360,6 +407,10 @@ class RefundCase:
             error = self.case.refund_error
             why = (f"Stripe refused the refund ({error['code']}: {error['message']}); an agent "
                    "approves another amount or denies")
+        if undeliverable:
+            why = ("our questions could not be delivered to the customer's address; an agent "
+                   "decides or reaches the customer another way")
+            await self._notify_ops("info_undeliverable", why, f"undeliverable_{self._info_rounds}")
         self._set_status(CaseStatus.awaiting_agent, why, actor="policy")
         sla = self.policy.sla.agent_decision
 
@@ -432,6 +483,11 @@ class RefundCase:
             self._set_status(CaseStatus.refunded, f"refund {refund.refund_id} succeeded",
                              actor="stripe")
             return "refunded"
+        await self._refund_failed(refund)
+        return "failed"
+
+    async def _refund_failed(self, refund: RefundResult) -> None:
+        """The money did not go back: the customer and ops are told."""
         reason = refund.failure_reason or refund.status
         self._set_status(CaseStatus.refund_failed, f"refund {refund.refund_id} {refund.status}"
                          f" ({reason})", actor="stripe")
@@ -439,7 +495,6 @@ class RefundCase:
             "amount": refund.amount, "currency": refund.currency, "failure_reason": reason})
         await self._notify_ops("refund_failed", f"Refund {refund.refund_id} "
                                f"{refund.status}: {reason}", "refund_failed")
-        return "failed"
 
     async def _poll_refund(self) -> None:
         refund = self.case.refund
@@ -472,9 +527,13 @@ class RefundCase:
     async def _follow_up(self) -> None:
         """Step 7: after the follow-up delay, confirm the refund, ask for feedback."""
         sla = self.policy.sla
-        await self._wait("the follow-up date", lambda: False, sla.follow_up_delay)
+        await self._wait("the follow-up date", lambda: self._refund_reversed,
+                         sla.follow_up_delay)
         refund = self.case.refund
         assert refund is not None
+        if self._refund_reversed:
+            await self._refund_failed(refund)  # no "your money is back" after a failure
+            return
         await self._email("refund_completed", "refund_completed", {
             "amount": refund.amount, "currency": refund.currency,
             "acquirer_reference": refund.acquirer_reference or "",
@@ -526,6 +585,12 @@ class RefundCase:
         if self.case.status != CaseStatus.awaiting_info:
             line += f" (no question was open: the case is {self.case.status})"
         self._record("customer_replied", line, actor="customer", attachments=new)
+        rating = _rating_in(sig.text)
+        if (self.case.status == CaseStatus.refunded and self.case.feedback is None
+                and rating is not None and workflow.patched(PATCH_FEEDBACK_BY_EMAIL)):
+            # The follow-up email asks for a 1-5 rating by reply.
+            self._record_feedback(FeedbackSignal(rating=rating, comment=sig.text[:5_000]),
+                                  "email")
 
     @workflow.signal
     def refund_update(self, sig: RefundUpdateSignal) -> None:
@@ -571,15 +636,31 @@ class RefundCase:
             self._record("feedback_refused", f"Feedback {sig.rating}/5 not recorded: the case "
                          f"is {self.case.status}", actor="customer")
             return
+        if self.case.feedback is not None:
+            self._record("feedback_refused", f"Feedback {sig.rating}/5 not recorded: "
+                         f"{self.case.feedback.rating}/5 was already given", actor="customer")
+            return
+        self._record_feedback(sig, "signal")
+
+    def _record_feedback(self, sig: FeedbackSignal, channel: str) -> None:
         self.case.feedback = sig
         self._record("feedback", f"Rated {sig.rating}/5: {sig.comment}", actor="customer",
-                     rating=sig.rating)
+                     rating=sig.rating, channel=channel)
 
     @workflow.signal
     def email_event(self, sig: EmailEventSignal) -> None:
+        if sig.sg_event_id is not None:
+            if sig.sg_event_id in self._email_events:
+                return  # SendGrid delivers events at least once
+            self._email_events.add(sig.sg_event_id)
         self._record("email_event", f"Email {sig.template or ''} to {sig.email}: {sig.event}"
                      f"{' (' + sig.reason + ')' if sig.reason else ''}", actor="sendgrid",
                      event=sig.event, template=sig.template)
+        if (sig.event in UNDELIVERABLE_EVENTS and sig.template in ("info_request", "reminder")
+                and self.case.status == CaseStatus.awaiting_info
+                and sig.email.lower() == self.case.request.customer_email.lower()
+                and workflow.patched(PATCH_UNDELIVERABLE_INFO)):
+            self._info_undeliverable = True
 
     # --- the one validation of agents' actions ---
 
@@ -695,11 +776,25 @@ class RefundCase:
             held = self._early_updates.get(sig.refund_id)
             if held is None or held.status not in FINAL_REFUND_STATUSES:
                 self._early_updates[sig.refund_id] = sig
+                self._record("refund_update_held", f"Refund {sig.refund_id} reported "
+                             f"{sig.status} before Stripe answered our request; applied when "
+                             "it does", actor="stripe", status=sig.status)
             return
         if sig.refund_id != refund.refund_id:
             self._outside_refund(sig)
             return
-        if refund.status in FINAL_REFUND_STATUSES or sig.status == refund.status:
+        if sig.acquirer_reference and sig.acquirer_reference != refund.acquirer_reference:
+            # Stripe sends the reference later, in an update that keeps the status.
+            refund = self.case.refund = refund.model_copy(
+                update={"acquirer_reference": sig.acquirer_reference})
+            self._record("acquirer_reference", f"Refund {sig.refund_id} has acquirer reference "
+                         f"{sig.acquirer_reference}", actor="stripe")
+        if (refund.status == "succeeded" and sig.status == "failed"
+                and self.case.status == CaseStatus.refunded
+                and workflow.patched(PATCH_REFUND_REVERSAL)):
+            # Rare, and documented by Stripe: a refund fails after it succeeded.
+            self._refund_reversed = True
+        elif refund.status in FINAL_REFUND_STATUSES or sig.status == refund.status:
             return
         self.case.refund = refund.model_copy(update={
             "status": sig.status,
@@ -755,6 +850,21 @@ class RefundCase:
     def _checkpoint(self) -> None:
         if self._closing is not None:
             raise _CaseClosed(self._closing)
+
+    def _close_if_disputed(self) -> None:
+        """No refund was made and the charge is disputed (a dispute_opened signal during
+        the refund, or the fresh facts): the dispute process decides, not us."""
+        facts = self.case.facts
+        dispute = self.case.dispute
+        if self._closing is not None or self._refund_started:
+            return
+        if dispute is None and not (facts and (facts.disputed or facts.dispute_ids)):
+            return
+        which = dispute.dispute_id if dispute else ", ".join(facts.dispute_ids if facts
+                                                               else []) or "open"
+        self._closing = CaseStatus.disputed
+        self._set_status(CaseStatus.disputed, f"Dispute {which} on the charge: no refund will "
+                         "be made, the dispute process decides", actor="stripe")
 
     async def _wait(self, what: str, condition: Callable[[], bool],
                     timeout: timedelta | None, deadline: datetime | None = None) -> bool:
@@ -903,6 +1013,15 @@ def _update_from(result: RefundResult, source: Literal["poll", "activity"]
                               charge_id=result.charge_id, failure_reason=result.failure_reason,
                               acquirer_reference=result.acquirer_reference,
                               case_id=result.case_id, source=source)
+
+
+def _rating_in(text: str) -> int | None:
+    """A 1-5 rating at the start of a reply ("4", "5 - quick", "Rating: 3/5"), else None.
+    Only the first line counts: quoted history and signatures hold other digits."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    m = re.match(r"^\s*(?:rating\s*[:=]?\s*)?([1-5])(?:\s*/\s*5)?(?![0-9])", first,
+                 re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 def _iso(moment: datetime) -> str:
