@@ -31,6 +31,7 @@ from temporalio.common import RetryPolicy
 from activities import email_render
 from activities.errors import permanent, transient
 from core.models import Locale, Strict
+from core.reply_address import reply_address
 
 if TYPE_CHECKING:  # core.config resolves paths at import, which the workflow sandbox refuses
     from core.config import Settings
@@ -128,11 +129,6 @@ class OpsNotice(Strict):
     step: str = Field(min_length=1)
 
 
-def reply_to_address(case_id: str, reply_domain: str) -> str:
-    """Replies land at refunds+<case id>@<domain>, so inbound parse finds the case."""
-    return f"refunds+{case_id}@{reply_domain}"
-
-
 def outbox_message_id(case_id: str, step: str) -> str:
     """Deterministic, so a retried outbox write reports the same id."""
     digest = hashlib.sha1(f"{case_id}\n{step}".encode()).hexdigest()
@@ -215,7 +211,7 @@ class EmailActivities:
             plain_text_content=rendered.text,
             html_content=rendered.html,
         )
-        mail.reply_to = ReplyTo(reply_to_address(email.case_id, settings.REPLY_DOMAIN))
+        mail.reply_to = ReplyTo(reply_address(email.case_id, settings))
         mail.custom_arg = [CustomArg(k, v) for k, v in self._custom_args(email).items()]
         mail.category = Category(email.template)
         mail.header = Header("X-Refund-Template", email.template)
@@ -242,7 +238,7 @@ class EmailActivities:
             "message_id": message_id,
             "to": email.to,
             "from": settings.EMAIL_FROM,
-            "reply_to": reply_to_address(email.case_id, settings.REPLY_DOMAIN),
+            "reply_to": reply_address(email.case_id, settings),
             "subject": rendered.subject,
             "text": rendered.text,
             "html": rendered.html,

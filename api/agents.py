@@ -4,15 +4,16 @@ Tokens map to an agent id and a role (settings.AGENT_TOKENS); a viewer only read
 agent id of an action comes from the token, never from the body. Actions are workflow
 UPDATES, so the case's own validation answers: a refusal (ApplicationError
 "ActionRefused") is 409 for the wrong state and 422 for an invalid action, with the
-case's reason. Handlers fetch the Temporal client only after authentication and
-validation, so a bad request is a 4xx even while Temporal is down."""
+case's reason; a case that does not answer within UPDATE_TIMEOUT_SECONDS (no worker, a
+failing workflow task) is 504. Handlers fetch the Temporal client only after
+authentication and validation, so a bad request is a 4xx even while Temporal is down."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -21,14 +22,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from api.intake import CaseStarted, start_case, started_response
+from api.intake import OPENED_BY, CaseStarted, start_case, started_response
 from api.logging import annotate
 from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
 from core import search_attributes as sa
@@ -49,13 +51,13 @@ bearer = HTTPBearer(auto_error=False, description="A token from AGENT_TOKENS")
 
 CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 UPDATE_TIMEOUT_SECONDS = 30.0
+# The SDK re-issues the update (and its result poll) while the server answers "not yet
+# accepted", each call with the full rpc_timeout: a local backstop bounds the total.
+UPDATE_BACKSTOP_SECONDS = 5.0
 ACTING_ROLES = frozenset({"agent", "lead"})
-_UNSAFE_IN_QUERY = re.compile(r"['\"\\]")
-
-
-class _CaseSlow(Exception):
-    """The update was not accepted or answered before the deadline (no worker, or a
-    failing workflow task): 504, the action may still land."""
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+CASE_SLOW = ("the case did not answer in time (is the worker running?); the action may "
+             "still be applied: check GET /cases/{id} before retrying")
 
 
 # --- authentication -------------------------------------------------------------------
@@ -133,8 +135,11 @@ class RequestInfoBody(BaseModel):
 
 
 class Refusal(BaseModel):
-    code: str = Field(examples=["wrong_state"])
-    reason: str = Field(examples=["alice already approved this case"])
+    code: str = Field(description="wrong_state (409) or invalid (422)",
+                      examples=["invalid", "wrong_state"])
+    reason: str = Field(examples=["alice already approved; a second approval must come from a "
+                                  "different agent",
+                                  "the case is refunding, not waiting for an agent"])
 
 
 class CaseSummary(BaseModel):
@@ -165,11 +170,12 @@ _SUMMARY_FIELDS = {
 
 
 def _quoted(value: str) -> str:
-    """A visibility-query string literal. Values with quotes or backslashes are refused
-    rather than escaped: none of our ids, codes or emails needs them."""
-    if _UNSAFE_IN_QUERY.search(value):
+    """A visibility-query string literal: backslash and quote escaped (Temporal's query
+    parser reads `\\` and `\'` inside '...'), so a value can never end the literal
+    (o'brien@example.com is a valid address). Control characters are refused."""
+    if _CONTROL_CHARS.search(value):
         raise HTTPException(422, f"unsupported character in filter value {value!r}")
-    return f"'{value}'"
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def cases_query(*, status: str | None = None, reason: str | None = None,
@@ -248,40 +254,43 @@ async def get_case(request: Request, case_id: str, agent: Agent) -> JSONResponse
              summary="Open a case by hand (agent or lead)",
              responses={200: {"model": CaseStarted, "description": "Already exists"}})
 async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSONResponse:
+    """The agent who opened the case is recorded in the workflow's memo (`opened_by`,
+    shown by the Temporal UI and `describe`), not in the request itself."""
     annotate(request, case_id=body.case_id, action="open")
     client = await get_client(request)
-    case_id, started = await start_case(client, body, request.app.state.task_queue)
+    case_id, started = await start_case(client, body, request.app.state.task_queue,
+                                        memo={OPENED_BY: f"agent:{agent.agent}"})
     annotate(request, outcome="started" if started else "duplicate")
     return started_response(case_id, started)
 
 
 async def _run_action(request: Request, case_id: str, update: str, arg: Any) -> JSONResponse:
-    """Execute one action update; the case's refusal becomes 409/422 with its reason."""
+    """Execute one action update; the case's refusal becomes 409/422 with its reason, a
+    case that does not answer in time 504."""
     annotate(request, action=update)
     client = await get_client(request)
     handle = client.get_workflow_handle(case_id)
-
-    async def execute() -> ActionResult:
-        async with temporal_call(update):
-            try:
-                return await handle.execute_update(update, arg, result_type=ActionResult)
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                    raise _CaseSlow from None  # Temporal answered; the case did not
-                raise
-
     try:
-        # The deadline is outside temporal_call: a slow case is 504, not "Temporal down".
-        result = await asyncio.wait_for(execute(), UPDATE_TIMEOUT_SECONDS)
+        # The backstop is outside temporal_call: a slow case is 504, not "Temporal down".
+        async with asyncio.timeout(UPDATE_TIMEOUT_SECONDS + UPDATE_BACKSTOP_SECONDS):
+            async with temporal_call(update):
+                result = await handle.execute_update(
+                    update, arg, result_type=ActionResult,
+                    rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
     except WorkflowUpdateFailedError as exc:
         return _refusal(request, exc)
     except RPCError as exc:
         if not is_not_found(exc):
             raise
         return await _missing_or_closed(client, case_id)
-    except (TimeoutError, _CaseSlow):
-        raise HTTPException(504, "the case did not answer in time; the action may still be "
-                                 "applied, check GET /cases/{id}") from None
+    except (RPCTimeoutOrCancelledError, TimeoutError):
+        # WorkflowUpdateRPCTimeoutOrCancelledError: the rpc_timeout passed, or the call
+        # was cancelled. A cancellation of this request itself must stay one.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        annotate(request, outcome="case_slow")
+        raise HTTPException(504, CASE_SLOW) from None
     annotate(request, outcome="accepted")
     return JSONResponse(result.model_dump(mode="json"))
 
@@ -318,8 +327,12 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ActionResult},
     403: {"description": "A viewer cannot act"},
     404: {"description": "No such case"},
-    409: {"model": Refusal, "description": "Wrong state (e.g. same agent approving twice)"},
-    422: {"model": Refusal, "description": "Invalid (e.g. amount above the refundable)"},
+    409: {"model": Refusal, "description": "Wrong state (e.g. the case is not awaiting an "
+                                           "agent, or has closed)"},
+    422: {"model": Refusal, "description": "Invalid (e.g. the same agent approving twice, an "
+                                           "amount above the refundable, an unknown clause)"},
+    504: {"description": "The case did not answer in time (e.g. no worker); the action may "
+                         "still be applied"},
 }
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api import agents, intake, sendgrid, stripe_events
-from api.logging import RequestLogMiddleware, annotate, setup_logging
+from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
 from core.client import connect
 from core.config import TASK_QUEUE, Settings, get_settings
@@ -39,6 +39,10 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.state.task_queue = task_queue
     app.state.clients = ClientProvider(client_factory or (lambda: connect(settings)))
     app.add_middleware(RequestLogMiddleware)
+    if not settings.sendgrid_events_authenticated:  # production refuses this (core.config)
+        warning("sendgrid_events_unauthenticated",
+                detail="POST /webhooks/sendgrid/events accepts any request: set "
+                       "SENDGRID_EVENTS_PUBLIC_KEY or SENDGRID_EVENTS_SECRET")
 
     @app.exception_handler(TemporalUnavailable)
     async def _temporal_down(request: Request, exc: TemporalUnavailable) -> JSONResponse:

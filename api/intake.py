@@ -1,9 +1,10 @@
 """`POST /webhooks/refund-requests`: the billing system's or helpdesk's refund request.
 
-Signature first (401, nothing parsed), then the body (422 with field errors), then one
-start of `refund-<request_id>`. The id is the idempotency key: a repeated delivery is
-refused by Temporal itself (conflict FAIL, reuse REJECT_DUPLICATE) and answered 200
-"duplicate" with the same case id, even after the case has closed."""
+Size first (413 from Content-Length before reading anything, or as soon as the streamed
+body passes 256 KB), then the signature (401, nothing parsed), then the body (422 with
+field errors), then one start of `refund-<request_id>`. The id is the idempotency key: a
+repeated delivery is refused by Temporal itself (conflict FAIL, reuse REJECT_DUPLICATE)
+and answered 200 "duplicate" with the same case id, even after the case has closed."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ router = APIRouter(tags=["webhooks"])
 
 WORKFLOW_TYPE = "RefundCase"  # by name: the API never imports the workflow module
 MAX_BODY_BYTES = 256 * 1024
+OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
 
 
 class CaseStarted(BaseModel):
@@ -56,8 +58,8 @@ def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
     return TypedSearchAttributes(pairs)
 
 
-async def start_case(client: Client, request: RefundRequest, task_queue: str = TASK_QUEUE
-                     ) -> tuple[str, bool]:
+async def start_case(client: Client, request: RefundRequest, task_queue: str = TASK_QUEUE,
+                     *, memo: dict[str, Any] | None = None) -> tuple[str, bool]:
     """Start the case; (case id, False) when this request id was seen before."""
     case_id = request.case_id
     try:
@@ -70,6 +72,7 @@ async def start_case(client: Client, request: RefundRequest, task_queue: str = T
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=initial_search_attributes(request),
+                memo=memo,
                 rpc_timeout=RPC_TIMEOUT,
             )
     except WorkflowAlreadyStartedError:
@@ -81,6 +84,26 @@ def started_response(case_id: str, started: bool) -> JSONResponse:
     if started:
         return JSONResponse({"case_id": case_id, "status": "started"}, status_code=202)
     return JSONResponse({"case_id": case_id, "status": "duplicate"}, status_code=200)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refusing (BodyTooLarge) a declared Content-Length above `limit` before
+    reading a byte, and a streamed body as soon as it passes `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -136,9 +159,12 @@ _OPENAPI = {
 )
 async def refund_request_webhook(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": "body too large"}, status_code=413)
+    try:
+        body = await read_limited(request)
+    except BodyTooLarge:
+        annotate(request, outcome="too_large")
+        return JSONResponse({"detail": f"body too large (limit {MAX_BODY_BYTES} bytes)"},
+                            status_code=413)
     try:
         signatures.verify(body, request.headers.get(signatures.HEADER),
                           settings.INTAKE_WEBHOOK_SECRET)

@@ -42,6 +42,11 @@ def event(message: str, **fields: Any) -> None:
     logger.info(json.dumps({"event": message, **fields}, default=str))
 
 
+def warning(message: str, **fields: Any) -> None:
+    """A structured WARNING line (e.g. an unauthenticated webhook at start-up)."""
+    logger.warning(json.dumps({"event": message, "level": "warning", **fields}, default=str))
+
+
 class RequestLogMiddleware:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the intake hot path)."""
 

@@ -1,21 +1,32 @@
 """SendGrid webhooks: Inbound Parse (customer replies) and the Event Webhook (bounces).
 
-Inbound mail is placed by its per-case reply address `refunds+<case id>@<REPLY_DOMAIN>`
-and accepted only from the case's customer. Mail that cannot be placed (no case address,
-unknown or closed case, a stranger) is logged and answered 200: SendGrid would otherwise
-retry it for days and nothing can change that. A Temporal outage is 503 (retry)."""
+Inbound mail is placed by its per-case reply address `refunds+<case id>+<tag>@<REPLY_DOMAIN>`
+(core.reply_address: the tag is an HMAC of the case id, so an address cannot be made up
+from a guessed case id) and accepted only from the case's customer. Text fields are
+decoded with the charset SendGrid lists for each in `charsets` (ISO-2022-JP, Shift_JIS,
+EUC-KR... replies), from the raw bytes of the form. Mail that cannot be placed (no case
+address, a missing or wrong tag, unknown or closed case, a stranger) is logged and
+answered 200: SendGrid would otherwise retry it for days and nothing can change that.
+A Temporal outage is 503 (retry).
+
+The Event Webhook is authenticated by SendGrid's signature (SENDGRID_EVENTS_PUBLIC_KEY;
+a timestamp more than 5 minutes away is a replay and refused) and/or a secret in its URL
+(SENDGRID_EVENTS_SECRET). Production requires one of them; development warns at start-up."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import functools
 import hmac
 import html
 import json
 import re
+import time
 from email.utils import getaddresses, parseaddr
 from typing import Any
+from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +35,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
@@ -32,6 +44,7 @@ from api.logging import annotate, event
 from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
 from core.config import Settings
 from core.models import CustomerReplySignal, EmailEventSignal
+from core.reply_address import parse_reply_address, reply_key, verify_tag
 
 router = APIRouter(tags=["webhooks"])
 
@@ -40,6 +53,9 @@ UNDELIVERED_EVENTS = frozenset({"bounce", "dropped", "blocked", "spamreport"})
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_REPLY_CHARS = 50_000
+EVENT_TOLERANCE_SECONDS = 300
+MAX_FORM_FILES = 50
+MAX_FORM_FIELDS = 200
 
 # --- pure helpers ---------------------------------------------------------------------
 
@@ -93,17 +109,20 @@ def bare_address(value: str | None) -> str | None:
     return address if "@" in address else None
 
 
-def case_id_from_addresses(addresses: list[str], reply_domain: str) -> str | None:
-    """The case id of the first `<local>+<case id>@<reply domain>` among `addresses`."""
-    domain = reply_domain.lower()
+def case_from_addresses(addresses: list[str], reply_domain: str, key: str
+                        ) -> tuple[str, bool] | None:
+    """(case id, True) for the first `refunds+<case id>+<tag>@<reply domain>` among
+    `addresses` whose tag verifies; else (case id, False) for the first case address
+    seen (untagged or a wrong tag: not to be trusted); None when there is none."""
+    untrusted: str | None = None
     for _name, address in getaddresses(addresses):
-        local, at, host = address.strip().rpartition("@")
-        if not at or host.lower() != domain or "+" not in local:
+        parsed = parse_reply_address(address, reply_domain)
+        if parsed is None:
             continue
-        candidate = local.split("+", 1)[1]
-        if CASE_ID.match(candidate):
-            return candidate
-    return None
+        if verify_tag(parsed.case_id, parsed.tag, key):
+            return parsed.case_id, True
+        untrusted = untrusted or parsed.case_id
+    return (untrusted, False) if untrusted else None
 
 
 def envelope_of(raw: str | None) -> dict[str, Any]:
@@ -112,6 +131,70 @@ def envelope_of(raw: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# Mail clients label text with the standard name but use the vendor superset.
+_SUPERSETS = {"shift_jis": "cp932", "euc_kr": "cp949", "iso2022_jp": "iso2022_jp_ext"}
+
+
+def decode_field(raw: bytes, charset: str | None) -> str:
+    """A form field's bytes in the charset SendGrid names for it (its superset, then
+    UTF-8, when the bytes do not fit); never raises."""
+    candidates: list[str] = []
+    if charset:
+        try:
+            name = codecs.lookup(charset.strip()).name
+        except (LookupError, ValueError, TypeError):
+            name = ""
+        candidates += [name, _SUPERSETS.get(name, "")]
+    candidates.append("utf-8")
+    for codec in filter(None, candidates):
+        try:
+            return raw.decode(codec)
+        except (UnicodeDecodeError, LookupError):  # LookupError: not a text codec (base64)
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def decode_fields(raw: dict[str, bytes]) -> dict[str, str]:
+    """Every field decoded with the charset listed for it in `charsets` (a JSON object
+    such as {"text": "iso-2022-jp", "subject": "UTF-8"}), UTF-8 otherwise."""
+    listed = envelope_of(decode_field(raw.get("charsets", b""), "utf-8"))
+    return {name: decode_field(value, listed.get(name) if isinstance(listed.get(name), str)
+                               else None)
+            for name, value in raw.items()}
+
+
+_CHARSET_PARAM = re.compile(r';\s*charset\s*=\s*("[^"]*"|[^;]*)', re.IGNORECASE)
+
+
+async def read_form(request: Request) -> tuple[dict[str, bytes], list[UploadFile]]:
+    """The raw bytes of each text field and the uploaded files. Multipart parts are
+    parsed as latin-1, which maps every byte to one character, so encoding them back
+    gives the exact bytes SendGrid sent; raises MultiPartException on a broken body."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.partition(";")[0].strip().lower()
+    fields: dict[str, bytes] = {}
+    uploads: list[UploadFile] = []
+    if media == "multipart/form-data":
+        latin1 = _CHARSET_PARAM.sub("", content_type) + "; charset=latin-1"
+        parser = MultiPartParser(Headers({"content-type": latin1}), request.stream(),
+                                 max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+        form = await parser.parse()
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if value.filename:
+                    value.filename = value.filename.encode("latin-1").decode(
+                        "utf-8", errors="replace")
+                uploads.append(value)
+            else:
+                fields[name] = value.encode("latin-1")
+    elif media == "application/x-www-form-urlencoded":
+        body = (await request.body()).decode("latin-1")
+        pairs = parse_qsl(body, keep_blank_values=True, encoding="latin-1",
+                          max_num_fields=MAX_FORM_FIELDS)
+        fields = {name: value.encode("latin-1") for name, value in pairs}
+    return fields, uploads
 
 
 def recipients(form: dict[str, str]) -> list[str]:
@@ -147,6 +230,9 @@ def email_event_deliveries(events: Any) -> tuple[list[tuple[str, EmailEventSigna
     ignored = 0
     for item in events if isinstance(events, list) else []:
         kind = item.get("event") if isinstance(item, dict) else None
+        if not isinstance(kind, str):  # e.g. a list: not hashable, not an event
+            ignored += 1
+            continue
         if kind == "bounce" and item.get("type") == "blocked":
             kind = "blocked"
         case_id = item.get("case_id") if isinstance(item, dict) else None
@@ -202,8 +288,18 @@ def verify_event_signature(public_key_b64: str, payload: bytes, signature_b64: s
     return True
 
 
-def inbound_authorized(request: Request, secret: str) -> bool:
-    """`?secret=` in the configured Inbound Parse URL, or the basic-auth password."""
+def event_timestamp_fresh(timestamp: str | None, *, now: float | None = None,
+                          tolerance: int = EVENT_TOLERANCE_SECONDS) -> bool:
+    """The signed Event Webhook timestamp is within `tolerance` seconds of now (either
+    side): a captured, validly signed POST cannot be replayed later."""
+    if not timestamp or not timestamp.isascii() or not timestamp.isdigit():
+        return False
+    current = time.time() if now is None else now
+    return abs(current - int(timestamp)) <= tolerance
+
+
+def url_secret_authorized(request: Request, secret: str | None) -> bool:
+    """`?secret=` in the configured webhook URL, or the basic-auth password."""
     if not secret:
         return False
     expected = secret.encode()
@@ -263,6 +359,7 @@ def _get(obj: Any, *path: str) -> Any:
               "content": {"application/json": {"examples": {
                   "delivered": {"value": {"status": "delivered", "case_id": "refund-req_1"}},
                   "ignored": {"value": {"status": "ignored", "reason": "sender_mismatch"}},
+                  "forged": {"value": {"status": "ignored", "reason": "bad_reply_tag"}},
               }}}},
         401: {"description": "Missing or wrong secret"},
         503: {"description": "Temporal unreachable: SendGrid will retry"},
@@ -274,33 +371,46 @@ def _get(obj: Any, *path: str) -> Any:
         "requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "properties": {
                 name: {"type": "string"} for name in
-                ("to", "cc", "from", "subject", "text", "html", "envelope",
+                ("to", "cc", "from", "subject", "text", "html", "envelope", "charsets",
                  "attachments", "attachment-info")}},
             "example": {
-                "to": "refunds+refund-req_1042@reply.example.com",
+                "to": "refunds+refund-req_1042+3f9c0a1b2c3d4e5f@reply.example.com",
                 "from": "Ana <ana@example.com>",
                 "subject": "Re: A question about your refund request",
                 "text": "It was bought on 3 May.\n\nOn Mon, 5 May 2026 Refund Desk wrote:\n> ...",
-                "envelope": '{"to":["refunds+refund-req_1042@reply.example.com"],'
-                            '"from":"ana@example.com"}',
+                "envelope": '{"to":["refunds+refund-req_1042+3f9c0a1b2c3d4e5f'
+                            '@reply.example.com"],"from":"ana@example.com"}',
+                "charsets": '{"to":"UTF-8","from":"UTF-8","subject":"UTF-8",'
+                            '"text":"UTF-8"}',
             }}}},
     },
 )
 async def sendgrid_inbound(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    if not inbound_authorized(request, settings.SENDGRID_INBOUND_SECRET):
+    if not url_secret_authorized(request, settings.SENDGRID_INBOUND_SECRET):
         annotate(request, outcome="unauthorized")
         return JSONResponse({"detail": "unauthorized"}, status_code=401,
                             headers={"WWW-Authenticate": 'Basic realm="sendgrid-inbound"'})
-    async with request.form(max_files=50, max_fields=200) as form:
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+    try:
+        raw, uploads = await read_form(request)
+    except MultiPartException as exc:
+        annotate(request, outcome="malformed_form")
+        return JSONResponse({"detail": exc.message}, status_code=400)
+    try:
+        fields = decode_fields(raw)
         names = attachment_names(fields.get("attachment-info"), uploads)
-    case_id = case_id_from_addresses(recipients(fields), settings.REPLY_DOMAIN)
-    if case_id is None:
+    finally:
+        for upload in uploads:
+            await upload.close()
+    placed = case_from_addresses(recipients(fields), settings.REPLY_DOMAIN,
+                                 reply_key(settings))
+    if placed is None:
         return _unplaced(request, "no_case_address")
+    case_id, trusted = placed
     annotate(request, case_id=case_id)
     sender = bare_address(fields.get("from"))
+    if not trusted:  # a made-up or untagged reply address: never reaches the case
+        return _unplaced(request, "bad_reply_tag", case_id=case_id, sender=sender)
     client = await get_client(request)
     customers = await _customer_emails(client, case_id)
     if customers is None:
@@ -324,15 +434,21 @@ async def sendgrid_inbound(request: Request) -> JSONResponse:
 
 @router.post(
     "/webhooks/sendgrid/events",
-    summary="SendGrid Event Webhook: bounces and drops reach the case (signed when configured)",
+    summary="SendGrid Event Webhook: bounces and drops reach the case (signed and/or URL "
+            "secret)",
     responses={
         200: {"description": "Counts of delivered and ignored events",
               "content": {"application/json": {"example": {"delivered": 1, "ignored": 3}}}},
         400: {"description": "Not a JSON array"},
-        401: {"description": "Signature missing or wrong (when a public key is configured)"},
+        401: {"description": "Signature missing, wrong or older than 5 minutes (with "
+                             "SENDGRID_EVENTS_PUBLIC_KEY), or wrong URL secret (with "
+                             "SENDGRID_EVENTS_SECRET)"},
         503: {"description": "Temporal unreachable: SendGrid will retry"},
     },
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+    openapi_extra={"parameters": [
+        {"name": "secret", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "SENDGRID_EVENTS_SECRET, when set (or use basic auth)"},
+    ], "requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "array", "items": {"type": "object"}},
         "example": [{"event": "bounce", "email": "ana@example.com",
                      "case_id": "refund-req_1042", "template": "info_request",
@@ -341,12 +457,23 @@ async def sendgrid_inbound(request: Request) -> JSONResponse:
 )
 async def sendgrid_events(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
+    secret = settings.SENDGRID_EVENTS_SECRET
+    if secret and not url_secret_authorized(request, secret):
+        annotate(request, outcome="unauthorized")
+        return JSONResponse({"detail": "unauthorized"}, status_code=401,
+                            headers={"WWW-Authenticate": 'Basic realm="sendgrid-events"'})
     body = await request.body()
     key = settings.SENDGRID_EVENTS_PUBLIC_KEY
-    if key and not verify_event_signature(key, body, request.headers.get(SIGNATURE_HEADER),
-                                          request.headers.get(TIMESTAMP_HEADER)):
-        annotate(request, outcome="bad_signature")
-        return JSONResponse({"detail": "bad event webhook signature"}, status_code=401)
+    if key:
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        if not verify_event_signature(key, body, request.headers.get(SIGNATURE_HEADER),
+                                      timestamp):
+            annotate(request, outcome="bad_signature")
+            return JSONResponse({"detail": "bad event webhook signature"}, status_code=401)
+        if not event_timestamp_fresh(timestamp):
+            annotate(request, outcome="stale_signature")
+            return JSONResponse({"detail": "event webhook timestamp outside the 5-minute "
+                                           "tolerance (replayed?)"}, status_code=401)
     try:
         events = json.loads(body)
     except ValueError:

@@ -78,7 +78,7 @@ def refund_delivery(refund: Any, event_id: str | None) -> Delivery | None:
     if not isinstance(refund, dict) or not _str(refund.get("id")):
         return None
     status = refund.get("status")
-    if status not in REFUND_STATUSES:
+    if not isinstance(status, str) or status not in REFUND_STATUSES:  # a list: unhashable
         return None
     case_id = _str(_get(refund, "metadata", "case_id"))
     if case_id is not None and not _CASE_ID.match(case_id):
@@ -121,9 +121,10 @@ def dispute_delivery(dispute: Any, event_id: str | None) -> Delivery | None:
 
 
 def map_event(stripe_event: dict[str, Any]) -> list[Delivery] | None:
-    """The signals an event calls for; None for an event type we do not handle."""
+    """The signals an event calls for; None for an event type we do not handle (a `type`
+    that is not a string included: the handler refuses those first)."""
     kind = stripe_event.get("type")
-    if kind not in HANDLED:
+    if not isinstance(kind, str) or kind not in HANDLED:
         return None
     event_id = _str(stripe_event.get("id"))
     obj = _get(stripe_event, "data", "object")
@@ -193,7 +194,7 @@ async def deliver(client: Client, delivery: Delivery) -> list[str]:
                   "delivered": {"value": {"status": "delivered", "cases": ["refund-req_1"]}},
                   "ignored": {"value": {"status": "ignored", "type": "customer.created"}},
               }}}},
-        400: {"description": "Bad signature or malformed event"},
+        400: {"description": "Bad signature or malformed event (e.g. `type` not a string)"},
         503: {"description": "Temporal unreachable: Stripe will retry"},
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
@@ -219,9 +220,17 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         annotate(request, outcome="malformed_event")
         return JSONResponse({"detail": "malformed event"}, status_code=400)
     stripe_event = verified.to_dict()
-    deliveries = map_event(stripe_event)
     kind, event_id = stripe_event.get("type"), stripe_event.get("id")
+    if not isinstance(kind, str) or not kind:
+        annotate(request, outcome="malformed_event")
+        return JSONResponse({"detail": "malformed event: `type` must be a non-empty string"},
+                            status_code=400)
+    if event_id is not None and not isinstance(event_id, str):
+        annotate(request, outcome="malformed_event")
+        return JSONResponse({"detail": "malformed event: `id` must be a string"},
+                            status_code=400)
     annotate(request, stripe_event=event_id, stripe_type=kind)
+    deliveries = map_event(stripe_event)
     if deliveries is None:
         return JSONResponse({"status": "ignored", "type": kind})
     if not deliveries:  # e.g. charge.refunded without its refunds list: refund.* follow

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     SENDGRID_API_HOST: str = "https://api.sendgrid.com"
     SENDGRID_INBOUND_SECRET: str = DEV_INBOUND_SECRET
     SENDGRID_EVENTS_PUBLIC_KEY: str | None = None
+    # `?secret=` (or basic-auth password) of the Event Webhook URL; production needs this
+    # or SENDGRID_EVENTS_PUBLIC_KEY.
+    SENDGRID_EVENTS_SECRET: str | None = None
+    # Key of the tag in reply addresses (core.reply_address); unset: SENDGRID_INBOUND_SECRET.
+    REPLY_ADDRESS_SECRET: str | None = None
     EMAIL_FROM: str = "Refund Desk <refunds@example.com>"
     REPLY_DOMAIN: str = "reply.example.com"
     OPS_EMAIL: str = "ops@example.com"
@@ -69,6 +74,13 @@ class Settings(BaseSettings):
     LOCALSTRIPE_PORT: int = Field(8420, ge=1, le=65535)
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET",
+                     "REPLY_ADDRESS_SECRET", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # docker compose passes `${VAR:-}` as an empty string
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("TEMPORAL_ADDRESS")
     @classmethod
@@ -110,6 +122,9 @@ class Settings(BaseSettings):
         if self.SENDGRID_INBOUND_SECRET == DEV_INBOUND_SECRET:
             problems.append("SENDGRID_INBOUND_SECRET: missing (the development default is "
                             "refused)")
+        if not (self.SENDGRID_EVENTS_PUBLIC_KEY or self.SENDGRID_EVENTS_SECRET):
+            problems.append("SENDGRID_EVENTS_PUBLIC_KEY: missing (production needs it or "
+                            "SENDGRID_EVENTS_SECRET: the event webhook would accept anything)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):
             problems.append("AGENT_TOKENS: missing (the development tokens are refused)")
         if problems:
@@ -119,6 +134,11 @@ class Settings(BaseSettings):
     @property
     def sendgrid_enabled(self) -> bool:
         return bool(self.SENDGRID_API_KEY)
+
+    @property
+    def sendgrid_events_authenticated(self) -> bool:
+        """False: the event webhook accepts any POST (allowed in development only)."""
+        return bool(self.SENDGRID_EVENTS_PUBLIC_KEY or self.SENDGRID_EVENTS_SECRET)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -73,8 +73,11 @@ class RefundRequest(Strict):
     """A customer's refund request, as the billing system or helpdesk sends it."""
 
     request_id: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
-        description="The sender's id for this request; the case id is refund-<request_id>.",
+        # No ':' (nor '+', '@', spaces): the case id rides in the reply-to address
+        # refunds+<case id>+<tag>@..., which email parsers split on ':'.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The sender's id for this request (letters, digits, '.', '_', '-'); "
+                    "the case id is refund-<request_id>.",
         examples=["req_1042"],
     )
     customer_email: str = Field(examples=["ana@example.com"])

@@ -118,8 +118,10 @@ class Stack:
                      self._app_env())
 
     def _api(self) -> Child:
+        # No uvicorn access log: it writes query strings, and the SendGrid webhook URLs
+        # carry their secret in one. The app logs every request itself, without them.
         argv = [sys.executable, "-m", "uvicorn", "api.app:app",
-                "--host", self.s.API_HOST, "--port", str(self.s.API_PORT)]
+                "--host", self.s.API_HOST, "--port", str(self.s.API_PORT), "--no-access-log"]
         return Child("api", argv, self.logs / "api.log", self._app_env())
 
     # -- lifecycle --------------------------------------------------------------------

@@ -18,6 +18,7 @@ from api import signatures
 from api.app import create_app
 from core.client import connect
 from core.config import Settings, load_settings
+from core.reply_address import reply_address
 from stack.net import free_port
 
 INTAKE_SECRET = "test-intake-secret"
@@ -89,8 +90,11 @@ def stripe_event(kind: str, obj: dict[str, Any], event_id: str | None = None) ->
             "data": {"object": obj}}
 
 
-def inbound_form(case_id: str, sender: str, text: str, **extra: str) -> dict[str, str]:
-    to = f"refunds+{case_id}@reply.example.com"
+def inbound_form(case_id: str, sender: str, text: str, *, to: str | None = None,
+                 **extra: str) -> dict[str, str]:
+    """A SendGrid Inbound Parse form for a reply to the case's tagged reply address
+    (the one the email activity writes), or to `to`."""
+    to = to or reply_address(case_id, api_settings())
     form = {"to": f"Refund Desk <{to}>", "from": sender, "subject": "Re: your refund",
             "text": text, "envelope": json.dumps({"to": [to], "from": sender})}
     form.update(extra)
@@ -114,3 +118,68 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30
 
 def outbox(path: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(path.glob("*.json"))]
+
+
+class StandInHandle:
+    """A workflow handle that records signals and answers `state` with a customer."""
+
+    def __init__(self, client: StandInClient, workflow_id: str) -> None:
+        self.client, self.id = client, workflow_id
+
+    async def signal(self, name: str, arg: Any = None, **_: Any) -> None:
+        self.client.signals.append((self.id, name, arg))
+
+    async def query(self, name: str, *_: Any, **__: Any) -> dict[str, Any]:
+        return {"request": {"customer_email": self.client.customer}}
+
+    async def execute_update(self, name: str, arg: Any = None, **kwargs: Any) -> Any:
+        self.client.updates.append((self.id, name, kwargs))
+        return await self.client.on_update(self.id, name, kwargs)
+
+
+class StandInClient:
+    """A Temporal client stand-in for HTTP tests of what the API sends to a case; every
+    case exists and belongs to `customer`. `on_update` decides how updates end."""
+
+    def __init__(self, customer: str = "ana@example.com",
+                 on_update: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
+                 ) -> None:
+        self.customer = customer
+        self.signals: list[tuple[str, str, Any]] = []
+        self.updates: list[tuple[str, str, dict[str, Any]]] = []
+        self.starts: list[tuple[str, Any, dict[str, Any]]] = []
+        self.on_update = on_update or self._no_update
+
+    @staticmethod
+    async def _no_update(*_: Any) -> Any:
+        raise AssertionError("no update expected")
+
+    def get_workflow_handle(self, workflow_id: str) -> StandInHandle:
+        return StandInHandle(self, workflow_id)
+
+    async def start_workflow(self, workflow: str, arg: Any, **kwargs: Any) -> None:
+        self.starts.append((workflow, arg, kwargs))
+
+
+def app_with(client: Any, settings: Settings | None = None) -> FastAPI:
+    """The app talking to a stand-in client."""
+    async def factory() -> Any:
+        return client
+    return create_app(settings or api_settings(), factory)
+
+
+def multipart(fields: dict[str, bytes], files: dict[str, tuple[str, bytes]] | None = None
+              ) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body from raw field bytes, the way SendGrid posts Inbound
+    Parse (each text field in its own charset, named in `charsets`)."""
+    boundary = "xYzZY-refund-desk"
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+                     f"\r\n\r\n".encode() + value + b"\r\n")
+    for name, (filename, content) in (files or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                     f'filename="{filename}"\r\nContent-Type: application/octet-stream'
+                     f"\r\n\r\n".encode() + content + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}

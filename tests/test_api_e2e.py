@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from api import agents
 from api.app import create_app
 from core import search_attributes as sa
 from stack.stripe_seed import SeededCharge, seed_charge
@@ -391,3 +392,59 @@ async def test_agent_actions_on_unknown_cases_and_opening_by_hand(desk: Desk):
                                 json={"questions": ["Which card ends in 4242?"]}, headers=BOB)
     assert asked.status_code == 200 and asked.json()["accepted"] is True
     await desk.reaches(case_id, "awaiting_info")
+
+
+# --- a case no worker serves ------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def idle(dev_env: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    """The API starting cases on a task queue that no worker polls."""
+    task_queue = f"api-idle-{uuid.uuid4().hex[:8]}"
+
+    async def factory() -> Client:
+        return dev_env.client
+
+    app = create_app(api_settings(), factory, task_queue=task_queue)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://api") as api:
+            yield api
+    finally:
+        await _terminate_open_cases(dev_env.client, task_queue)
+
+
+async def test_an_action_on_a_case_whose_worker_is_down_is_504(
+        idle: httpx.AsyncClient, dev_env: WorkflowEnvironment, monkeypatch):
+    monkeypatch.setattr(agents, "UPDATE_TIMEOUT_SECONDS", 2.0)
+    body = request_body(f"idle-{uuid.uuid4().hex[:8]}")
+    opened = await idle.post("/cases", json=body, headers=BOB)
+    assert opened.status_code == 202
+    case_id = opened.json()["case_id"]
+    resp = await idle.post(f"/cases/{case_id}/approve", json={"note": "ok"}, headers=ALICE)
+    assert resp.status_code == 504, resp.text
+    assert "did not answer in time" in resp.json()["detail"]
+    # and the case records who opened it by hand (the workflow's memo)
+    desc = await dev_env.client.get_workflow_handle(case_id).describe()
+    assert await desc.memo_value("opened_by") == "agent:bob"
+
+
+async def test_the_customer_filter_finds_an_address_with_a_quote(idle: httpx.AsyncClient):
+    email = f"o'brien-{uuid.uuid4().hex[:8]}@example.com"
+    other = f"x'or'1'='1-{uuid.uuid4().hex[:8]}@example.com"
+    for address in (email, other):
+        body = request_body(f"quote-{uuid.uuid4().hex[:8]}", customer_email=address)
+        assert (await idle.post("/cases", json=body, headers=BOB)).status_code == 202
+
+    async def listed() -> list[dict[str, Any]]:
+        resp = await idle.get("/cases", params={"customer": email.upper()}, headers=VIC)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+    [row] = await eventually(listed)
+    assert row["customer"] == email
+
+    # a value shaped like an injection is one literal: it matches only its own case
+    async def injected() -> list[str]:
+        resp = await idle.get("/cases", params={"customer": other}, headers=VIC)
+        return [r["customer"] for r in resp.json()]
+    assert await eventually(injected) == [other]

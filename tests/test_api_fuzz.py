@@ -16,6 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api import signatures
 from api.app import create_app
+from core.reply_address import reply_address
 from tests.api_support import INBOUND_SECRET, STRIPE_SECRET, api_settings, signed_intake
 
 FUZZ = settings(max_examples=150, deadline=None,
@@ -71,7 +72,8 @@ async def _factory() -> RecordingClient:
     return RECORDER
 
 
-APP = create_app(api_settings(SENDGRID_EVENTS_PUBLIC_KEY=None), _factory)  # type: ignore[arg-type]
+SETTINGS = api_settings(SENDGRID_EVENTS_PUBLIC_KEY=None)
+APP = create_app(SETTINGS, _factory)  # type: ignore[arg-type]
 
 
 class _Http:
@@ -159,19 +161,22 @@ def test_unsigned_stripe_events_never_500_and_reach_no_case(body, header):
     assert _no_calls_since(mark)
 
 
+event_types = st.sampled_from(["refund.created", "refund.updated", "refund.failed",
+                               "charge.refunded", "charge.refund.updated",
+                               "charge.dispute.created", "customer.created"])
+# Every field may also be any JSON value at all (a list `type` was once a 500).
 stripe_events = st.fixed_dictionaries({
-    "id": st.text(max_size=10),
-    "object": st.just("event"),
-    "type": st.sampled_from(["refund.created", "refund.updated", "refund.failed",
-                             "charge.refunded", "charge.refund.updated",
-                             "charge.dispute.created", "customer.created"]),
-    "data": st.fixed_dictionaries({"object": json_values | st.fixed_dictionaries({
-        "id": st.text(max_size=6), "status": st.sampled_from(["succeeded", "pending", "x"]),
-        "charge": st.sampled_from(["ch_1", "", None]),
-        "metadata": st.fixed_dictionaries({"case_id": st.text(max_size=12)}),
+    "id": st.text(max_size=10) | json_values,
+    "object": st.just("event") | json_values,
+    "type": event_types | json_values | st.lists(event_types, max_size=2),
+    "data": json_values | st.fixed_dictionaries({"object": json_values | st.fixed_dictionaries({
+        "id": st.text(max_size=6) | json_values,
+        "status": st.sampled_from(["succeeded", "pending", "x"]) | json_values,
+        "charge": st.sampled_from(["ch_1", "", None]) | json_values,
+        "metadata": json_values | st.fixed_dictionaries({"case_id": st.text(max_size=12)}),
         "refunds": st.fixed_dictionaries({"data": st.lists(json_values, max_size=3)}),
         "amount": json_values})}),
-})
+}, optional={"api_version": json_values, "created": json_values, "junk": json_values})
 
 
 @FUZZ
@@ -183,12 +188,15 @@ def test_signed_stripe_events_never_500(event):
     assert resp.status_code in (200, 400)
 
 
+TAGGED = reply_address("refund-r1", SETTINGS)
 form_fields = st.dictionaries(
     st.sampled_from(["to", "from", "cc", "text", "html", "subject", "envelope",
-                     "attachment-info", "attachments", "other"]),
+                     "attachment-info", "attachments", "charsets", "other"]),
     st.text(max_size=60) | st.sampled_from(
-        ["refunds+refund-r1@reply.example.com", "Ana <ana@example.com>",
-         '{"to": ["refunds+refund-r2@reply.example.com"]}', '{"attachment1": 5}']),
+        ["refunds+refund-r1@reply.example.com", TAGGED, "Ana <ana@example.com>",
+         '{"to": ["refunds+refund-r2@reply.example.com"]}', f'{{"to": ["{TAGGED}"]}}',
+         '{"attachment1": 5}', '{"text": "iso-2022-jp", "from": "shift_jis"}',
+         '{"text": "base64"}', '{"text": 5}']),
     max_size=8,
 )
 
@@ -210,6 +218,18 @@ def test_inbound_with_the_secret_never_500(fields):
     assert resp.status_code == 200
     if resp.json()["status"] == "delivered":
         assert "ana@example.com" in fields.get("from", "").lower()
+        assert any(TAGGED in fields.get(k, "") for k in ("to", "cc", "envelope"))
+
+
+@FUZZ
+@given(fields=st.dictionaries(st.sampled_from(["to", "from", "text", "subject", "charsets"]),
+                              st.binary(max_size=60), max_size=5))
+def test_inbound_raw_bytes_in_any_charset_never_500(fields):
+    parts = b"".join(b'--b\r\nContent-Disposition: form-data; name="' + k.encode()
+                     + b'"\r\n\r\n' + v + b"\r\n" for k, v in fields.items()) + b"--b--\r\n"
+    resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}", content=parts,
+                     headers={"content-type": "multipart/form-data; boundary=b"})
+    assert resp.status_code in (200, 400)
 
 
 @FUZZ

@@ -4,25 +4,37 @@ to a port where nothing listens)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import time
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
-from api import signatures
+from api import agents, signatures
+from api.app import create_app
+from api.intake import MAX_BODY_BYTES
+from core.reply_address import reply_tag
 from tests.api_support import (
     INBOUND_SECRET,
+    StandInClient,
     api_settings,
     app_for,
+    app_with,
     http,
     inbound_form,
+    multipart,
     request_body,
     signed_intake,
     signed_stripe,
     stripe_event,
 )
+
+ALICE = {"Authorization": "Bearer tok-alice"}
 
 
 @pytest.fixture
@@ -67,6 +79,19 @@ async def test_docs_and_openapi_carry_examples(down):
     assert spec["components"]["schemas"]["ApproveBody"]["examples"]
 
 
+async def test_docs_say_a_second_approval_by_the_same_agent_is_422_invalid(down):
+    # What the case answers (see test_api_e2e): the docs must not promise 409 wrong_state.
+    async with http(down) as api:
+        spec = (await api.get("/openapi.json")).json()
+    responses = spec["paths"]["/cases/{case_id}/approve"]["post"]["responses"]
+    assert "same agent" in responses["422"]["description"]
+    assert "same agent" not in responses["409"]["description"]
+    assert "504" in responses
+    refusal = spec["components"]["schemas"]["Refusal"]["properties"]
+    assert "already approved" not in json.dumps(refusal["reason"]["examples"][1:])
+    assert refusal["code"]["examples"][0] == "invalid"
+
+
 # --- intake ---------------------------------------------------------------------------
 
 
@@ -99,6 +124,8 @@ async def test_intake_refuses_wrong_secret_and_expired_signature(down):
     (request_body("r1", reason="bored"), "reason"),
     (request_body("r1", customer_email="nobody"), "customer_email"),
     (request_body("r1", extra="x"), "extra"),
+    # ':' cannot ride in a reply address (email parsers split on it)
+    (request_body("order:42"), "request_id"),
     (request_body("r1", charge_id=None), None),
     # Above Temporal's 2 KB search attribute cap: a 503 (retried forever) before the bound.
     (request_body("r1", charge_id="ch_" + "a" * 3000), "charge_id"),
@@ -129,6 +156,68 @@ async def test_intake_refuses_huge_bodies(down):
         raw, headers = signed_intake(b"x" * (300 * 1024))
         resp = await api.post("/webhooks/refund-requests", content=raw, headers=headers)
     assert resp.status_code == 413
+
+
+async def test_agents_cannot_open_a_case_whose_request_id_has_a_colon(down):
+    async with http(down) as api:
+        resp = await api.post("/cases", json=request_body("order:42"), headers=ALICE)
+    assert resp.status_code == 422
+    assert any("request_id" in e["loc"] for e in resp.json()["detail"])
+
+
+async def test_a_case_opened_by_hand_records_its_agent_in_the_memo():
+    client = StandInClient()
+    async with http(app_with(client)) as api:
+        by_hand = await api.post("/cases", json=request_body("r-hand"), headers=ALICE)
+        raw, headers = signed_intake(request_body("r-hook"))
+        by_webhook = await api.post("/webhooks/refund-requests", content=raw, headers=headers)
+    assert by_hand.status_code == 202 and by_webhook.status_code == 202
+    [(_, hand_request, hand), (_, _, hook)] = client.starts
+    assert hand["id"] == "refund-r-hand" and hand["memo"] == {"opened_by": "agent:alice"}
+    assert "opened_by" not in json.dumps(hand_request.model_dump())  # not in the request
+    assert hook["id"] == "refund-r-hook" and hook["memo"] is None
+
+
+async def _asgi_post(app: Any, path: str, headers: list[tuple[bytes, bytes]],
+                     chunks: list[bytes]) -> tuple[int, list[bytes]]:
+    """POST through the raw ASGI interface; returns the status and what was left unread."""
+    pending = list(chunks)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not pending:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": pending.pop(0), "more_body": bool(pending)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "headers": headers,
+             "server": ("api", 80), "client": ("127.0.0.1", 1)}
+    await app(scope, receive, send)
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    return start["status"], pending
+
+
+async def test_intake_checks_content_length_before_reading_the_body(down):
+    chunk = b"x" * 65536
+    chunks = [chunk] * 10  # 640 KB on offer
+    status, unread = await _asgi_post(
+        down, "/webhooks/refund-requests",
+        [(b"content-length", str(len(chunks) * len(chunk)).encode()),
+         (b"content-type", b"application/json")], chunks)
+    assert status == 413 and len(unread) == 10  # not one chunk was read
+
+
+async def test_intake_stops_reading_a_body_without_length_past_the_limit(down):
+    chunk = b"x" * 65536
+    chunks = [chunk] * 10
+    status, unread = await _asgi_post(
+        down, "/webhooks/refund-requests", [(b"content-type", b"application/json")], chunks)
+    assert status == 413
+    assert len(unread) == 10 - (MAX_BODY_BYTES // len(chunk) + 1)  # stopped at the limit
 
 
 # --- stripe ---------------------------------------------------------------------------
@@ -165,6 +254,16 @@ async def test_stripe_event_is_503_not_2xx_when_temporal_is_unreachable(down):
     async with http(down) as api:
         resp = await api.post("/webhooks/stripe", content=payload, headers=headers)
     assert resp.status_code == 503
+
+
+@pytest.mark.parametrize("kind", [["refund.updated"], {"t": 1}, 5, None, ""])
+async def test_a_signed_stripe_event_whose_type_is_not_a_string_is_400(down, kind):
+    event = stripe_event("refund.updated", {"id": "re_1", "status": "succeeded"})
+    event["type"] = kind
+    payload, headers = signed_stripe(event)
+    async with http(down) as api:
+        resp = await api.post("/webhooks/stripe", content=payload, headers=headers)
+    assert resp.status_code == 400 and "type" in resp.json()["detail"]
 
 
 async def test_stripe_signed_garbage_is_400(down):
@@ -210,25 +309,137 @@ async def test_inbound_mail_without_a_case_address_is_logged_and_acknowledged(do
     assert not any(INBOUND_SECRET in line for line in log_lines)
 
 
-async def test_signed_event_webhook_refuses_unsigned_posts():
+def _event_keys() -> tuple[Any, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-
-    from tests.test_api_unit import sendgrid_sign
 
     private = ec.generate_private_key(ec.SECP256R1())
     public_b64 = base64.b64encode(private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    return private, public_b64
+
+
+def _event_headers(private: Any, payload: bytes, ts: int) -> dict[str, str]:
+    from tests.test_api_unit import sendgrid_sign
+
+    return {"X-Twilio-Email-Event-Webhook-Signature": sendgrid_sign(private, str(ts), payload),
+            "X-Twilio-Email-Event-Webhook-Timestamp": str(ts)}
+
+
+async def test_signed_event_webhook_refuses_unsigned_posts():
+    private, public_b64 = _event_keys()
     app = app_for(None, api_settings(SENDGRID_EVENTS_PUBLIC_KEY=public_b64))
     payload = b'[{"event":"delivered","email":"a@example.com"}]'
-    ts = str(int(time.time()))
     async with http(app) as api:
         unsigned = await api.post("/webhooks/sendgrid/events", content=payload)
-        signed = await api.post("/webhooks/sendgrid/events", content=payload, headers={
-            "X-Twilio-Email-Event-Webhook-Signature": sendgrid_sign(private, ts, payload),
-            "X-Twilio-Email-Event-Webhook-Timestamp": ts})
+        signed = await api.post("/webhooks/sendgrid/events", content=payload,
+                                headers=_event_headers(private, payload, int(time.time())))
     assert unsigned.status_code == 401
     assert signed.status_code == 200 and signed.json() == {"delivered": 0, "ignored": 1}
+
+
+async def test_signed_events_older_than_five_minutes_are_refused_as_replays():
+    private, public_b64 = _event_keys()
+    client = StandInClient()
+    app = app_with(client, api_settings(SENDGRID_EVENTS_PUBLIC_KEY=public_b64))
+    payload = b'[{"event":"bounce","email":"a@example.com","case_id":"refund-r1"}]'
+    now = int(time.time())
+    async with http(app) as api:
+        replayed = await api.post("/webhooks/sendgrid/events", content=payload,
+                                  headers=_event_headers(private, payload, now - 360))
+        future = await api.post("/webhooks/sendgrid/events", content=payload,
+                                headers=_event_headers(private, payload, now + 360))
+        assert client.signals == []
+        fresh = await api.post("/webhooks/sendgrid/events", content=payload,
+                               headers=_event_headers(private, payload, now - 60))
+    assert replayed.status_code == 401 and "5-minute" in replayed.json()["detail"]
+    assert future.status_code == 401
+    assert fresh.status_code == 200 and [(c, n) for c, n, _ in client.signals] == [
+        ("refund-r1", "email_event")]
+
+
+async def test_event_webhook_with_a_url_secret_refuses_posts_without_it():
+    client = StandInClient()
+    app = app_with(client, api_settings(SENDGRID_EVENTS_SECRET="events-secret"))
+    payload = b'[{"event":"bounce","email":"a@example.com","case_id":"refund-r1"}]'
+    basic = base64.b64encode(b"sendgrid:events-secret").decode()
+    async with http(app) as api:
+        none = await api.post("/webhooks/sendgrid/events", content=payload)
+        wrong = await api.post("/webhooks/sendgrid/events?secret=nope", content=payload)
+        inbound = await api.post(f"/webhooks/sendgrid/events?secret={INBOUND_SECRET}",
+                                 content=payload)
+        assert client.signals == []
+        url = await api.post("/webhooks/sendgrid/events?secret=events-secret", content=payload)
+        auth = await api.post("/webhooks/sendgrid/events", content=payload,
+                              headers={"Authorization": f"Basic {basic}"})
+    assert [r.status_code for r in (none, wrong, inbound)] == [401, 401, 401]
+    assert url.status_code == 200 and auth.status_code == 200
+    assert len(client.signals) == 2
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "refund_desk.api" and r.levelno == logging.WARNING]
+
+
+def test_an_unauthenticated_event_webhook_is_a_warning_at_start_up(caplog):
+    with caplog.at_level(logging.WARNING, logger="refund_desk.api"):
+        create_app(api_settings())  # development, neither key nor secret: still works
+        assert any("sendgrid_events_unauthenticated" in m for m in _warnings(caplog))
+        caplog.clear()
+        create_app(api_settings(SENDGRID_EVENTS_SECRET="s"))
+        create_app(api_settings(SENDGRID_EVENTS_PUBLIC_KEY="a2V5"))
+        assert _warnings(caplog) == []
+
+
+# --- sendgrid inbound: who may write to a case, and in which charset ------------------
+
+
+async def test_mail_to_a_made_up_reply_address_never_reaches_the_case(log_lines):
+    client = StandInClient(customer="ana@example.com")
+    url = f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}"
+    forged_tag = "refunds+refund-r1+0123456789abcdef@reply.example.com"
+    other_case = (f"refunds+refund-r1+{reply_tag('refund-r2', INBOUND_SECRET)}"
+                  "@reply.example.com")
+    async with http(app_with(client)) as api:
+        replies = [await api.post(url, data=inbound_form(
+            "refund-r1", "Ana <ana@example.com>", "Approve me, here is my receipt", to=to))
+            for to in ("refunds+refund-r1@reply.example.com", forged_tag, other_case)]
+        assert client.signals == []
+        genuine = await api.post(url, data=inbound_form("refund-r1", "ana@example.com", "hi"))
+    for resp in replies:
+        assert resp.status_code == 200
+        assert resp.json() == {"status": "ignored", "reason": "bad_reply_tag"}
+    unplaced = [json.loads(x) for x in log_lines if '"inbound_mail_unplaced"' in x]
+    assert [u["reason"] for u in unplaced] == ["bad_reply_tag"] * 3
+    assert all(u["case_id"] == "refund-r1" for u in unplaced)
+    assert genuine.json() == {"status": "delivered", "case_id": "refund-r1"}
+    assert [(c, n) for c, n, _ in client.signals] == [("refund-r1", "customer_reply")]
+
+
+@pytest.mark.parametrize("charset", ["ISO-2022-JP", "Shift_JIS", "EUC-JP", "UTF-8"])
+async def test_a_japanese_reply_reaches_the_case_readable(charset):
+    client = StandInClient(customer="kenji@example.jp")
+    form = inbound_form("refund-jp-1", "Kenji <kenji@example.jp>", "")
+    text = ("購入日は5月3日、チケット番号は4411です。\n\n"
+            "2026年5月5日(月) 10:00 Refund Desk <refunds@reply.example.com>:\n"
+            "> サポートチケットの番号を教えてください。\n")
+    raw = {name: value.encode() for name, value in form.items() if name != "text"}
+    raw["subject"] = "Re: 返金のご依頼について".encode(charset)
+    raw["text"] = text.encode(charset)
+    raw["charsets"] = json.dumps({"to": "UTF-8", "from": "UTF-8", "subject": charset,
+                                  "text": charset}).encode()
+    raw["attachment-info"] = json.dumps(
+        {"attachment1": {"filename": "領収書.pdf"}}, ensure_ascii=False).encode()
+    body, headers = multipart(raw, {"attachment1": ("領収書.pdf", b"%PDF")})
+    async with http(app_with(client)) as api:
+        resp = await api.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}",
+                              content=body, headers=headers)
+    assert resp.json() == {"status": "delivered", "case_id": "refund-jp-1"}, resp.text
+    [(case_id, name, reply)] = client.signals
+    assert (case_id, name) == ("refund-jp-1", "customer_reply")
+    assert reply.text == "購入日は5月3日、チケット番号は4411です。"
+    assert reply.attachments == ["領収書.pdf"] and reply.from_email == "kenji@example.jp"
 
 
 async def test_event_webhook_needs_a_json_array(down):
@@ -266,6 +477,34 @@ async def test_agent_bodies_are_validated_and_the_agent_is_not_taken_from_the_bo
                                       headers=auth)
         bad_filter = await api.get("/cases?status=nonsense", headers=auth)
     assert [r.status_code for r in (forged, negative, no_questions, bad_filter)] == [422] * 4
+
+
+# --- agent actions that time out --------------------------------------------------------
+
+
+async def _rpc_timeout(*_: Any) -> Any:
+    raise WorkflowUpdateRPCTimeoutOrCancelledError()
+
+
+async def _never(*_: Any) -> Any:
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize("on_update", [_rpc_timeout, _never], ids=["rpc_timeout", "hangs"])
+async def test_an_action_the_case_does_not_answer_in_time_is_504(monkeypatch, log_lines,
+                                                                  on_update):
+    monkeypatch.setattr(agents, "UPDATE_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(agents, "UPDATE_BACKSTOP_SECONDS", 0.2)
+    client = StandInClient(on_update=on_update)
+    async with http(app_with(client)) as api:
+        resp = await api.post("/cases/refund-r1/approve", json={"note": "ok"}, headers=ALICE)
+    assert resp.status_code == 504
+    assert "did not answer in time" in resp.json()["detail"]
+    [(case_id, update, kwargs)] = client.updates
+    assert (case_id, update) == ("refund-r1", "approve_action")
+    assert kwargs["rpc_timeout"] == timedelta(seconds=0.2)  # the SDK call carries the deadline
+    [line] = [json.loads(x) for x in log_lines if '"request"' in x]
+    assert line["status"] == 504 and line["outcome"] == "case_slow"
 
 
 async def test_request_logs_are_json_with_method_path_status_duration(down, log_lines):

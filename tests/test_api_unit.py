@@ -17,15 +17,19 @@ from api.agents import cases_query, identify
 from api.sendgrid import (
     attachment_names,
     bare_address,
-    case_id_from_addresses,
+    case_from_addresses,
+    decode_field,
+    decode_fields,
     email_event_deliveries,
+    event_timestamp_fresh,
     recipients,
     strip_quoted,
     verify_event_signature,
 )
 from api.stripe_events import map_event, open_cases_query
-from core.config import AgentIdentity
+from core.config import AgentIdentity, load_settings
 from core.models import DisputeOpenedSignal, RefundUpdateSignal
+from core.reply_address import parse_reply_address, reply_address, reply_tag, verify_tag
 
 BODY = b'{"request_id":"req_1"}'
 SECRET = "s3cret"
@@ -139,26 +143,110 @@ def test_on_without_wrote_is_ordinary_text():
 # --- SendGrid inbound helpers -----------------------------------------------------------
 
 
-def test_case_id_from_recipient_address_and_envelope():
+KEY = "reply-key"
+
+
+def _tagged(case_id: str, domain: str = "reply.example.com") -> str:
+    return f"refunds+{case_id}+{reply_tag(case_id, KEY)}@{domain}"
+
+
+def test_case_from_tagged_recipient_address_and_envelope():
     form = {"to": "Support <support@example.com>, "
-                  "Refund Desk <refunds+refund-req_1042@Reply.Example.com>",
+                  f"Refund Desk <{_tagged('refund-req_1042', 'Reply.Example.com')}>",
             "envelope": '{"to": ["x@example.com"], "from": "ana@example.com"}'}
-    assert case_id_from_addresses(recipients(form), "reply.example.com") == "refund-req_1042"
+    assert case_from_addresses(recipients(form), "reply.example.com", KEY) == (
+        "refund-req_1042", True)
     only_envelope = {"to": "undisclosed-recipients:;",
-                     "envelope": '{"to": ["refunds+refund-r.2@reply.example.com"]}'}
-    assert case_id_from_addresses(recipients(only_envelope), "reply.example.com") == "refund-r.2"
+                     "envelope": f'{{"to": ["{_tagged("refund-r.2")}"]}}'}
+    assert case_from_addresses(recipients(only_envelope), "reply.example.com", KEY) == (
+        "refund-r.2", True)
+
+
+@pytest.mark.parametrize("to", [
+    "refunds+refund-req_1@reply.example.com",  # the old untagged form: guessable
+    f"refunds+refund-req_1+{'0' * 16}@reply.example.com",  # made-up tag
+    f"refunds+refund-req_1+{reply_tag('refund-req_2', KEY)}@reply.example.com",  # other case's
+    f"refunds+refund-req_1+{reply_tag('refund-req_1', 'other-key')}@reply.example.com",
+    f"refunds+refund-req_1+{reply_tag('refund-req_1', KEY)[:-1]}@reply.example.com",
+])
+def test_a_case_address_without_a_valid_tag_is_not_trusted(to):
+    assert case_from_addresses(recipients({"to": to}), "reply.example.com", KEY) == (
+        "refund-req_1", False)
+
+
+def test_a_tagged_address_wins_over_an_untagged_one():
+    form = {"to": "refunds+refund-a@reply.example.com", "cc": _tagged("refund-b")}
+    assert case_from_addresses(recipients(form), "reply.example.com", KEY) == ("refund-b", True)
 
 
 @pytest.mark.parametrize("to", [
     "refunds+refund-req_1@elsewhere.com",  # wrong domain
+    _tagged("refund-req_1", "elsewhere.com"),
     "refunds@reply.example.com",  # no case
     "refunds+not-a-case@reply.example.com",
     "refunds+refund-'; drop@reply.example.com",
+    "refunds+refund-a+b+c@reply.example.com",
     "",
 ])
-def test_no_case_id_from_foreign_addresses(to):
-    assert case_id_from_addresses(recipients({"to": to, "envelope": "not json"}),
-                                  "reply.example.com") is None
+def test_no_case_from_foreign_addresses(to):
+    assert case_from_addresses(recipients({"to": to, "envelope": "not json"}),
+                               "reply.example.com", KEY) is None
+
+
+def test_reply_address_carries_a_tag_only_its_key_can_make():
+    settings = load_settings(SENDGRID_INBOUND_SECRET="inbound", REPLY_DOMAIN="r.example.com")
+    address = reply_address("refund-req_7", settings)
+    local, domain = address.split("@")
+    prefix, case_id, tag = local.split("+")
+    assert (prefix, case_id, domain) == ("refunds", "refund-req_7", "r.example.com")
+    assert len(tag) == 16 and tag == tag.lower()
+    assert verify_tag("refund-req_7", tag, "inbound")
+    assert verify_tag("refund-req_7", tag.upper(), "inbound")  # a mail system folded case
+    assert not verify_tag("refund-req_8", tag, "inbound")
+    assert not verify_tag("refund-req_7", tag, "")
+    assert not verify_tag("refund-req_7", None, "inbound")
+    parsed = parse_reply_address(address, "R.Example.com")
+    assert parsed is not None and (parsed.case_id, parsed.tag) == ("refund-req_7", tag)
+    # a dedicated key, when set, replaces the inbound secret
+    dedicated = load_settings(SENDGRID_INBOUND_SECRET="inbound", REPLY_ADDRESS_SECRET="own")
+    assert reply_address("refund-req_7", dedicated).split("+")[2].split("@")[0] == (
+        reply_tag("refund-req_7", "own"))
+
+
+# --- inbound charsets -------------------------------------------------------------------
+
+JA_REPLY = "購入は5月3日です。チケット番号は4411です。"
+
+
+@pytest.mark.parametrize("charset, text", [
+    ("ISO-2022-JP", JA_REPLY),
+    ("Shift_JIS", JA_REPLY),
+    ("shift_jis", "①番の請求です"),  # cp932 extension labelled as plain Shift_JIS
+    ("EUC-KR", "환불 요청에 대한 답장입니다."),
+    ("ks_c_5601-1987", "환불 요청에 대한 답장입니다."),
+    ("UTF-8", JA_REPLY),
+])
+def test_fields_decode_with_the_listed_charset(charset, text):
+    try:
+        raw = text.encode(charset)
+    except UnicodeEncodeError:
+        raw = text.encode("cp932")
+    assert decode_field(raw, charset) == text
+
+
+def test_decode_fields_reads_the_charsets_field_and_defaults_to_utf8():
+    raw = {"charsets": b'{"text": "iso-2022-jp", "subject": "UTF-8", "from": 5}',
+           "text": JA_REPLY.encode("iso-2022-jp"), "subject": "Re: 返金".encode(),
+           "from": b"ana@example.com", "html": "<p>é</p>".encode()}
+    fields = decode_fields(raw)
+    assert fields["text"] == JA_REPLY and fields["subject"] == "Re: 返金"
+    assert fields["from"] == "ana@example.com" and fields["html"] == "<p>é</p>"
+
+
+@pytest.mark.parametrize("charset", [None, "", "no-such-charset", "base64", "rot13", "\x00"])
+def test_unknown_or_non_text_charsets_fall_back_to_utf8(charset):
+    assert decode_field("返金".encode(), charset) == "返金"
+    assert decode_field(b"\xff\xfe ok", charset).endswith(" ok")  # never raises
 
 
 def test_bare_address_lowercases_and_strips_names():
@@ -185,6 +273,7 @@ def test_email_events_keep_undelivered_mail_of_our_cases():
         {"event": "delivered", "email": "ana@example.com", "case_id": "refund-r1"},
         {"event": "dropped", "email": "bob@example.com"},  # not ours: no case id
         {"event": "spamreport", "email": "ana@example.com", "case_id": "evil' OR 1=1"},
+        {"event": ["bounce"], "email": "ana@example.com", "case_id": "refund-r1"},
         "not an object",
     ]
     deliveries, ignored = email_event_deliveries(events)
@@ -193,7 +282,7 @@ def test_email_events_keep_undelivered_mail_of_our_cases():
         ("refund-r1", "blocked", "blocked"),
     ]
     assert deliveries[0][1].template == "info_request"
-    assert ignored == 4
+    assert ignored == 5
 
 
 def _sendgrid_keys() -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -206,6 +295,16 @@ def _sendgrid_keys() -> tuple[ec.EllipticCurvePrivateKey, str]:
 def sendgrid_sign(private: ec.EllipticCurvePrivateKey, timestamp: str, payload: bytes) -> str:
     return base64.b64encode(
         private.sign(timestamp.encode() + payload, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def test_event_timestamps_older_or_newer_than_five_minutes_are_stale():
+    now = 1_767_225_600
+    assert event_timestamp_fresh(str(now), now=now)
+    assert event_timestamp_fresh(str(now - 300), now=now)
+    assert not event_timestamp_fresh(str(now - 301), now=now)
+    assert not event_timestamp_fresh(str(now + 301), now=now)
+    for bad in (None, "", "abc", "-5", "１２３", "1.5"):
+        assert not event_timestamp_fresh(bad, now=now)
 
 
 def test_sendgrid_event_signature_matches_the_sdk_verifier():
@@ -280,6 +379,9 @@ def test_unknown_and_malformed_events():
     bad_case = _refund(metadata={"case_id": "x' OR 1=1"})
     [d] = map_event({"type": "refund.updated", "data": {"object": bad_case}})
     assert d.case_id is None
+    for kind in (["refund.updated"], {"a": 1}, None, 5):
+        assert map_event({"type": kind, "data": {"object": _refund()}}) is None
+    assert map_event({"type": "refund.updated", "data": {"object": _refund(status=["x"])}}) == []
 
 
 def test_charge_lookup_query_refuses_anything_but_a_charge_id():
@@ -299,9 +401,32 @@ def test_cases_query_filters_and_quoting():
         "WorkflowType = 'RefundCase' AND RefundStatus = 'awaiting_agent' AND "
         "RefundCustomer = 'ana@example.com' AND RefundRisk = 'high' AND "
         "RefundSlaBreached = true AND ExecutionStatus = 'Running'")
+    # quotes and backslashes are escaped: the value stays one string literal
+    assert cases_query(customer="o'brien@example.com") == (
+        "WorkflowType = 'RefundCase' AND RefundCustomer = 'o\\'brien@example.com'")
+    assert cases_query(customer="x'OR'1'='1@example.com").endswith(
+        "RefundCustomer = 'x\\'OR\\'1\\'=\\'1@example.com'")
+    assert cases_query(customer="a\\@example.com").endswith(
+        "RefundCustomer = 'a\\\\@example.com'")  # doubled: it cannot escape the quote
     with pytest.raises(HTTPException) as err:
-        cases_query(customer="o'brien@example.com")
+        cases_query(customer="a\x00b@example.com")
     assert err.value.status_code == 422
+
+
+def _literal_end(query: str) -> int:
+    """Where the first '...' literal ends, reading \\x escapes as Temporal's parser does."""
+    start = query.index("'", query.index("RefundCustomer")) + 1
+    i = start
+    while query[i] != "'":
+        i += 2 if query[i] == "\\" else 1
+    return i
+
+
+@pytest.mark.parametrize("value", ["o'brien@example.com", "a\\'@b.c", "'\\'\\\\@x.y",
+                                   "x\\@y.z"])
+def test_a_quoted_filter_value_never_ends_its_literal_early(value):
+    query = cases_query(customer=value)
+    assert _literal_end(query) == len(query) - 1  # the closing quote is the last character
 
 
 def test_identify_maps_tokens_to_agents():

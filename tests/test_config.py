@@ -43,8 +43,44 @@ def test_production_refuses_development_secrets(monkeypatch):
     with pytest.raises(ConfigError) as err:
         load_settings()
     for name in ("INTAKE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "SENDGRID_INBOUND_SECRET",
-                 "AGENT_TOKENS"):
+                 "SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET", "AGENT_TOKENS"):
         assert name in str(err.value)
+
+
+PRODUCTION = {
+    "REFUND_DESK_ENV": "production", "INTAKE_WEBHOOK_SECRET": "i", "STRIPE_WEBHOOK_SECRET": "w",
+    "SENDGRID_INBOUND_SECRET": "s", "AGENT_TOKENS": '{"t": {"agent": "a"}}',
+}
+
+
+@pytest.mark.parametrize("events", [
+    {},
+    {"SENDGRID_EVENTS_PUBLIC_KEY": "", "SENDGRID_EVENTS_SECRET": "  "},  # compose's ${X:-}
+])
+def test_production_needs_an_authenticated_event_webhook(monkeypatch, events):
+    for name, value in {**PRODUCTION, **events}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "SENDGRID_EVENTS_PUBLIC_KEY" in str(err.value)
+    assert "INTAKE_WEBHOOK_SECRET" not in str(err.value)
+
+
+@pytest.mark.parametrize("events", [{"SENDGRID_EVENTS_PUBLIC_KEY": "MFkw..."},
+                                    {"SENDGRID_EVENTS_SECRET": "e"}])
+def test_production_accepts_a_public_key_or_a_url_secret(monkeypatch, events):
+    for name, value in {**PRODUCTION, **events}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.sendgrid_events_authenticated
+
+
+def test_development_runs_without_event_webhook_auth_and_empty_means_unset(monkeypatch):
+    monkeypatch.setenv("SENDGRID_EVENTS_SECRET", "")
+    monkeypatch.setenv("REPLY_ADDRESS_SECRET", "")
+    s = load_settings()
+    assert s.SENDGRID_EVENTS_SECRET is None and s.REPLY_ADDRESS_SECRET is None
+    assert not s.sendgrid_events_authenticated
 
 
 def test_agent_tokens_from_json(monkeypatch):

@@ -23,6 +23,7 @@ from activities.email_activities import (
     outbox_message_id,
 )
 from core.config import Settings
+from core.reply_address import reply_address
 from stack.net import free_port
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ async def test_send_email_posts_what_sendgrid_expects(tmp_path, sendgrid_capture
     body = request.body
     assert body["personalizations"] == [{"to": [{"email": "jane@example.com"}]}]
     assert body["from"] == {"email": "refunds@example.com", "name": "Refund Desk"}
-    assert body["reply_to"] == {"email": "refunds+refund-req_42@reply.example.com"}
+    assert body["reply_to"] == {"email": reply_address("refund-req_42", acts._settings)}
+    assert body["reply_to"]["email"].startswith("refunds+refund-req_42+")  # tagged
     assert body["subject"] == sent.subject
     contents = {c["type"]: c["value"] for c in body["content"]}
     assert set(contents) == {"text/plain", "text/html"}
@@ -204,7 +206,7 @@ async def test_outbox_writes_one_file_and_a_retry_overwrites_it(tmp_path):
     record = json.loads((settings.OUTBOX_DIR / files[0]).read_text())
     assert record["to"] == "jane@example.com"
     assert record["from"] == "Refund Desk <refunds@example.com>"
-    assert record["reply_to"] == "refunds+refund-req_42@reply.example.com"
+    assert record["reply_to"] == reply_address("refund-req_42", settings)
     assert record["subject"] == "Your refund of $123.45 has been approved"
     assert "$123.45" in record["text"] and "$123.45" in record["html"]
     assert (record["template"], record["locale"]) == ("approval", "en")

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from core import search_attributes
 from core.client import connect
-from core.config import ROOT, TASK_QUEUE, load_settings
+from core.config import DEV_INBOUND_SECRET, ROOT, TASK_QUEUE, load_settings
 from stack.net import free_port, port_open
 
 pytestmark = pytest.mark.stack
@@ -75,6 +77,18 @@ class RunningStack:
                 found.append(int(entry.name))
         return found
 
+    def stop(self) -> None:
+        """After a failed assertion: let the supervisor stop its children (they run in
+        sessions of their own, so killing it first would leave the whole stack behind)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
     def ports_closed(self) -> bool:
         return not any(port_open(p) for p in self.ports.values())
 
@@ -85,6 +99,31 @@ class RunningStack:
 def _get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.status, resp.read()
+
+
+def _post_form(url: str, fields: dict[str, str]) -> int:
+    data = urllib.parse.urlencode(fields).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _inbound_secrets_stay_out_of_the_api_log(stack: RunningStack) -> None:
+    """SendGrid is told to post to /webhooks/sendgrid/inbound?secret=...: neither that
+    secret nor a wrong one may reach .data/logs/api.log (uvicorn's access log would
+    write the query string)."""
+    base = f"http://127.0.0.1:{stack.ports['API_PORT']}/webhooks/sendgrid/inbound"
+    wrong = "not-the-inbound-secret-4f1c"
+    form = {"to": "support@example.com", "from": "ana@example.com", "text": "hi"}
+    assert _post_form(f"{base}?secret={DEV_INBOUND_SECRET}", form) == 200
+    assert _post_form(f"{base}?secret={wrong}", form) == 401
+    log = Path(stack.env["DATA_DIR"]) / "logs" / "api.log"
+    assert _wait_until(lambda: log.read_text().count('"/webhooks/sendgrid/inbound"') >= 2)
+    text = log.read_text()
+    assert DEV_INBOUND_SECRET not in text and wrong not in text
+    assert "secret=" not in text
 
 
 async def _check_temporal(settings) -> None:
@@ -133,6 +172,7 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
         assert json.loads(body)["temporal"] == "reachable"
         docs, _ = _get(f"http://127.0.0.1:{stack.ports['API_PORT']}/docs")
         assert docs == 200
+        _inbound_secrets_stay_out_of_the_api_log(stack)
         asyncio.run(_check_temporal(stack.settings()))
 
         workers = stack.child_pids("worker.py")
@@ -140,8 +180,7 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
         os.kill(workers[0], signal.SIGKILL)
         code, out = stack.finish()
     finally:
-        if stack.proc and stack.proc.poll() is None:
-            stack.proc.kill()
+        stack.stop()
     assert code == 1
     assert "worker exited with code -9; stopping the stack" in out
     assert _wait_until(stack.ports_closed), "a port is still bound after the stack stopped"
@@ -154,8 +193,7 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
         again.proc.send_signal(signal.SIGINT)
         code, out = again.finish()
     finally:
-        if again.proc and again.proc.poll() is None:
-            again.proc.kill()
+        again.stop()
     assert code == 0, out
     assert "Stopped." in out
     assert _wait_until(again.ports_closed)
