@@ -36,6 +36,7 @@ from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
 from core import search_attributes as sa
 from core.config import AgentIdentity, Settings
 from core.models import (
+    CASE_ID,
     ApproveSignal,
     CaseStatus,
     DenySignal,
@@ -49,7 +50,6 @@ from workflows.case_state import ACTION_REFUSED, ActionResult, CaseState
 router = APIRouter(prefix="/cases", tags=["agents"])
 bearer = HTTPBearer(auto_error=False, description="A token from AGENT_TOKENS")
 
-CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 UPDATE_TIMEOUT_SECONDS = 30.0
 # The SDK re-issues the update (and its result poll) while the server answers "not yet
 # accepted", each call with the full rpc_timeout: a local backstop bounds the total.

@@ -40,20 +40,24 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
+from api import signatures
 from api.logging import annotate, event
 from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
 from core.config import Settings
-from core.models import CustomerReplySignal, EmailEventSignal
+from core.models import (
+    CASE_ID,
+    UNDELIVERABLE_EMAIL_EVENTS,
+    CustomerReplySignal,
+    EmailEventSignal,
+)
 from core.reply_address import parse_reply_address, reply_key, verify_tag
 
 router = APIRouter(tags=["webhooks"])
 
-CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-UNDELIVERED_EVENTS = frozenset({"bounce", "dropped", "blocked", "spamreport"})
+FORWARDED_EVENTS = UNDELIVERABLE_EMAIL_EVENTS | {"spamreport"}
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_REPLY_CHARS = 50_000
-EVENT_TOLERANCE_SECONDS = 300
 MAX_FORM_FILES = 50
 MAX_FORM_FIELDS = 200
 
@@ -236,7 +240,7 @@ def email_event_deliveries(events: Any) -> tuple[list[tuple[str, EmailEventSigna
         if kind == "bounce" and item.get("type") == "blocked":
             kind = "blocked"
         case_id = item.get("case_id") if isinstance(item, dict) else None
-        if kind not in UNDELIVERED_EVENTS or not isinstance(case_id, str) \
+        if kind not in FORWARDED_EVENTS or not isinstance(case_id, str) \
                 or not CASE_ID.match(case_id):
             ignored += 1
             continue
@@ -289,7 +293,7 @@ def verify_event_signature(public_key_b64: str, payload: bytes, signature_b64: s
 
 
 def event_timestamp_fresh(timestamp: str | None, *, now: float | None = None,
-                          tolerance: int = EVENT_TOLERANCE_SECONDS) -> bool:
+                          tolerance: int = signatures.TOLERANCE_SECONDS) -> bool:
     """The signed Event Webhook timestamp is within `tolerance` seconds of now (either
     side): a captured, validly signed POST cannot be replayed later."""
     if not timestamp or not timestamp.isascii() or not timestamp.isdigit():

@@ -23,7 +23,7 @@ from temporalio.service import RPCError
 from api.logging import annotate, event
 from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
 from core.config import Settings
-from core.models import DisputeOpenedSignal, RefundUpdateSignal
+from core.models import CASE_ID, DisputeOpenedSignal, RefundUpdateSignal
 
 router = APIRouter(tags=["webhooks"])
 
@@ -35,7 +35,6 @@ DISPUTE_CREATED = "charge.dispute.created"
 HANDLED = REFUND_EVENTS | {CHARGE_REFUNDED, DISPUTE_CREATED}
 REFUND_STATUSES = frozenset({"pending", "requires_action", "succeeded", "failed", "canceled"})
 _CHARGE_ID = re.compile(r"^ch_[A-Za-z0-9_]{1,200}$")
-_CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def refund_delivery(refund: Any, event_id: str | None) -> Delivery | None:
     if not isinstance(status, str) or status not in REFUND_STATUSES:  # a list: unhashable
         return None
     case_id = _str(_get(refund, "metadata", "case_id"))
-    if case_id is not None and not _CASE_ID.match(case_id):
+    if case_id is not None and not CASE_ID.match(case_id):
         case_id = None  # not one of ours: route by charge instead
     charge_id = _id_of(refund.get("charge"))
     currency = _str(refund.get("currency"))

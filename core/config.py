@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         if self.SENDGRID_INBOUND_SECRET == DEV_INBOUND_SECRET:
             problems.append("SENDGRID_INBOUND_SECRET: missing (the development default is "
                             "refused)")
-        if not (self.SENDGRID_EVENTS_PUBLIC_KEY or self.SENDGRID_EVENTS_SECRET):
+        if not self.sendgrid_events_authenticated:
             problems.append("SENDGRID_EVENTS_PUBLIC_KEY: missing (production needs it or "
                             "SENDGRID_EVENTS_SECRET: the event webhook would accept anything)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):

@@ -65,6 +65,13 @@ def check_email(value: str) -> str:
     return value.lower()
 
 
+# A request id, and so a case id `refund-<request id>`: no ':' (nor '+', '@', spaces),
+# because the case id rides in the reply-to address refunds+<case id>+<tag>@..., which
+# email parsers split on ':'. Every module that reads a case id checks it with CASE_ID.
+REQUEST_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+CASE_ID = re.compile(rf"^refund-{REQUEST_ID_PATTERN}$")
+
+
 def case_id_for(request_id: str) -> str:
     return f"refund-{request_id}"
 
@@ -73,9 +80,7 @@ class RefundRequest(Strict):
     """A customer's refund request, as the billing system or helpdesk sends it."""
 
     request_id: str = Field(
-        # No ':' (nor '+', '@', spaces): the case id rides in the reply-to address
-        # refunds+<case id>+<tag>@..., which email parsers split on ':'.
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        pattern=rf"^{REQUEST_ID_PATTERN}$",
         description="The sender's id for this request (letters, digits, '.', '_', '-'); "
                     "the case id is refund-<request_id>.",
         examples=["req_1042"],
@@ -178,6 +183,11 @@ class FeedbackSignal(Strict):
 class WithdrawSignal(Strict):
     by: str = Field("customer", max_length=100)
     note: str = Field("", max_length=2_000)
+
+
+# SendGrid events after which the email will not reach the customer (the API maps a
+# bounce of type "blocked" to "blocked"); a spam report means it arrived.
+UNDELIVERABLE_EMAIL_EVENTS = frozenset({"bounce", "dropped", "blocked"})
 
 
 class EmailEventSignal(Strict):

@@ -7,7 +7,7 @@ address, so mail to one proves that its sender saw a message of that case; the i
 handler still checks that the sender is the case's customer.
 
 The email activity builds the address with `reply_address`; the inbound webhook reads it
-back with `parse_reply_address` / `verify_tag`. Pure (stdlib only, no settings import):
+back with `parse_reply_address` / `verify_tag`. Pure (no settings import at run time):
 the workflow sandbox may import the activity module that uses it."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.models import CASE_ID
+
 if TYPE_CHECKING:  # core.config resolves paths at import, which the workflow sandbox refuses
     from core.config import Settings
 
 LOCAL_PREFIX = "refunds"
 TAG_CHARS = 16
 _LABEL = b"refund-desk reply-address v1\n"  # domain separation: the key may be shared
-_CASE_ID = re.compile(r"^refund-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TAG = re.compile(rf"^[0-9a-f]{{{TAG_CHARS}}}$")
 
 
@@ -74,6 +75,6 @@ def parse_reply_address(address: str, reply_domain: str) -> ParsedReplyAddress |
     if len(parts) not in (2, 3) or not parts[0]:
         return None
     case_id = parts[1]
-    if not _CASE_ID.match(case_id):
+    if not CASE_ID.match(case_id):
         return None
     return ParsedReplyAddress(case_id, parts[2] if len(parts) == 3 else None)

@@ -237,3 +237,20 @@ async def test_agent_sla_escalates_once(time_env: WorkflowEnvironment) -> None:
     from core import search_attributes as sa
     assert described.typed_search_attributes.get(sa.SLA_BREACHED) is True
     assert described.typed_search_attributes.get(sa.STATUS) == "completed"
+
+
+async def test_agent_amount_stripe_cannot_refund_is_refused(
+        time_env: WorkflowEnvironment) -> None:
+    """KWD refunds go in 10 fils: 63.333 KWD is refused with the reason, 63.330 is paid."""
+    fakes = Fakes(amount=95_000, currency="kwd")
+    async with Case(time_env, fakes, request(currency="kwd")) as case:
+        await case.status("awaiting_agent")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await case.handle.execute_update(RefundCase.approve_action,
+                                             ApproveSignal(agent="alice", amount=63_333))
+        assert "multiples of 10" in refused.value.cause.details[0]["reason"]  # type: ignore[union-attr]
+        await case.handle.execute_update(RefundCase.approve_action,
+                                         ApproveSignal(agent="alice", amount=63_330))
+        state = await case.result()
+    assert [c.amount for c in fakes.refund_calls] == [63_330]
+    assert entries(state, "action_refused")[0].data["code"] == "invalid"

@@ -148,14 +148,15 @@ async def test_ack_email_that_cannot_be_sent_is_an_sla_breach(
     assert state.status == "completed"  # the case goes on
 
 
+@pytest.mark.parametrize("event", ["bounce", "dropped", "blocked"])
 async def test_undeliverable_questions_go_to_an_agent_at_once(
-        time_env: WorkflowEnvironment) -> None:
+        time_env: WorkflowEnvironment, event: str) -> None:
     """A bounce of the info request (redelivered by SendGrid) hands the case to an agent
     instead of waiting ten days for a reply that cannot come."""
     fakes = Fakes()
     async with Case(time_env, fakes, request("technical_issue")) as case:
         await case.status("awaiting_info")
-        bounce = EmailEventSignal(event="bounce", email=case.request.customer_email,
+        bounce = EmailEventSignal(event=event, email=case.request.customer_email,
                                   template="info_request", reason="550 mailbox unavailable",
                                   sg_event_id="sg-1")
         for _ in range(2):
@@ -163,7 +164,8 @@ async def test_undeliverable_questions_go_to_an_agent_at_once(
         waiting = await case.status("awaiting_agent")
         await case.handle.signal(RefundCase.approve, ApproveSignal(agent="alice"))
         state = await case.result()
-        await record_history(case.handle, "undeliverable_info")
+        if event == "bounce":
+            await record_history(case.handle, "undeliverable_info")
     assert "could not be delivered" in entries(waiting, "status")[-1].message
     assert len(entries(state, "email_event")) == 1
     assert [o.kind for o in fakes.ops] == ["info_undeliverable"]

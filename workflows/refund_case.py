@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from core import search_attributes as sa
     from core.models import (
         TERMINAL_STATUSES,
+        UNDELIVERABLE_EMAIL_EVENTS,
         ApproveSignal,
         CaseStatus,
         CustomerReplySignal,
@@ -58,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineEntry,
         WithdrawSignal,
     )
-    from core.money import plain
+    from core.money import plain, refund_step
     from policies.evaluate import evaluate
     from policies.facts import PolicyDecision
     from policies.model import Policy
@@ -113,7 +114,6 @@ FEEDBACK_HINT = {
 
 RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
 AskOutcome = Literal["replied", "abandoned", "undeliverable"]
-UNDELIVERABLE_EVENTS = frozenset({"bounce", "dropped"})
 
 # `workflow.patched` ids: each guards a change of behaviour that running cases started
 # before it must not see (their histories replay the old path; see tests/histories/).
@@ -656,7 +656,7 @@ class RefundCase:
         self._record("email_event", f"Email {sig.template or ''} to {sig.email}: {sig.event}"
                      f"{' (' + sig.reason + ')' if sig.reason else ''}", actor="sendgrid",
                      event=sig.event, template=sig.template)
-        if (sig.event in UNDELIVERABLE_EVENTS and sig.template in ("info_request", "reminder")
+        if (sig.event in UNDELIVERABLE_EMAIL_EVENTS and sig.template in ("info_request", "reminder")
                 and self.case.status == CaseStatus.awaiting_info
                 and sig.email.lower() == self.case.request.customer_email.lower()
                 and workflow.patched(PATCH_UNDELIVERABLE_INFO)):
@@ -707,6 +707,11 @@ class RefundCase:
         if amount > refundable:
             return _Refusal("invalid", f"{self._money(amount)} is above the refundable "
                                        f"{self._money(refundable)}")
+        step = refund_step(self._currency())
+        if amount % step:
+            return _Refusal("invalid", f"Stripe refunds {self._currency().upper()} only in "
+                                       f"multiples of {step} minor units, not "
+                                       f"{self._money(amount)}")
         if any(a.agent == sig.agent for a in self.case.approvals):
             return _Refusal("invalid", f"{sig.agent} already approved; a second approval "
                                        "must come from a different agent")
