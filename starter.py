@@ -45,7 +45,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from cli.exit import leave
+
     try:
-        sys.exit(main(sys.argv[1:]))
+        code = main(sys.argv[1:])
     except BrokenPipeError:  # `starter.py status ... | head`
-        sys.exit(0)
+        code = 0
+    except SystemExit as stop:  # argparse: --help (0), bad arguments (2)
+        code = stop.code if isinstance(stop.code, int) else 1 if stop.code else 0
+    leave(code)

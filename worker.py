@@ -19,7 +19,8 @@ from activities.email_activities import EmailActivities
 from activities.policy_activities import PolicyActivities
 from activities.stripe_activities import StripeActivities
 from core.client import connect
-from core.config import TASK_QUEUE, Settings, get_settings
+from core.config import Settings, get_settings
+from core.contract import TASK_QUEUE
 from workflows.refund_case import RefundCase
 
 
@@ -28,7 +29,7 @@ def activity_name(fn: Callable[..., Any]) -> str:
     definition = getattr(fn, "__temporal_activity_definition", None)
     if definition is None:
         raise TypeError(f"{fn!r} is not an activity (missing @activity.defn)")
-    return definition.name
+    return str(definition.name)
 
 
 def real_activities(settings: Settings) -> list[Callable[..., Any]]:

@@ -19,114 +19,30 @@ import json
 import os
 import re
 import tempfile
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.error import URLError
 
-from pydantic import Field, field_validator
 from temporalio import activity
-from temporalio.common import RetryPolicy
 
 from activities import email_render
+from activities.email_models import (
+    EMAIL_PERMANENT,
+    EMAIL_TRANSIENT,
+    HTTP_TIMEOUT_SECONDS,
+    NOTIFY_OPS,
+    SEND_EMAIL,
+    EmailInput,
+    EmailSent,
+    OpsNotice,
+)
 from activities.errors import permanent, transient
-from core.models import Locale, Strict
 from core.reply_address import reply_address
 
 if TYPE_CHECKING:  # core.config resolves paths at import, which the workflow sandbox refuses
     from core.config import Settings
 
-# Activity names: the workflow and its test doubles use these strings.
-SEND_EMAIL = "send_email"
-NOTIFY_OPS = "notify_ops"
-
-# Error types raised by the activities (ApplicationError.type).
-EMAIL_TRANSIENT = "EmailTransient"
-EMAIL_PERMANENT = "EmailPermanent"
-
-# Suggested schedule options: one attempt ends within the HTTP timeout.
-HTTP_TIMEOUT_SECONDS = 20.0
-EMAIL_START_TO_CLOSE = timedelta(seconds=30)
-EMAIL_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=10,
-    non_retryable_error_types=[EMAIL_PERMANENT],
-)
-
-TemplateName = Literal[
-    "acknowledgment",
-    "info_request",
-    "reminder",
-    "approval",
-    "denial",
-    "refund_completed",
-    "billing_error_apology",
-    "abandoned",
-    "refund_failed",
-    "ops_escalation",
-]
-TEMPLATE_NAMES: tuple[str, ...] = get_args(TemplateName)
-REQUIRED_CONTEXT = email_render.REQUIRED_CONTEXT  # template -> required context keys
-
 _TRANSIENT_STATUS = frozenset({408, 429})
-
-
-def _check_jsonable(value: Any, where: str) -> None:
-    """Context crosses the workflow boundary and the sendgrid SDK's json.dumps: plain JSON
-    types only (a Decimal or datetime would change type on the way)."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_jsonable(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where}: keys must be strings, got {key!r}")
-            _check_jsonable(item, f"{where}.{key}")
-        return
-    raise ValueError(
-        f"{where}: {type(value).__name__} is not JSON (send money as int minor units, "
-        "dates as ISO strings)"
-    )
-
-
-class EmailInput(Strict):
-    """One email of a case. `step` is a stable name (e.g. "ack", "info-1"): it names the
-    outbox file and tags the SendGrid message, so a retry is the same email."""
-
-    case_id: str = Field(min_length=1)
-    template: TemplateName
-    to: str = Field(min_length=3)
-    locale: Locale = "en"
-    context: dict[str, Any] = Field(default_factory=dict)
-    step: str = Field(min_length=1)
-
-    @field_validator("context")
-    @classmethod
-    def _jsonable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_jsonable(value, "context")
-        return value
-
-
-class EmailSent(Strict):
-    message_id: str
-    backend: Literal["sendgrid", "outbox"]
-    template: TemplateName
-    to: str
-    subject: str
-
-
-class OpsNotice(Strict):
-    """An escalation for the ops address (SLA breach, permanent failure, ...)."""
-
-    case_id: str = Field(min_length=1)
-    kind: str = Field(min_length=1)
-    message: str
-    step: str = Field(min_length=1)
 
 
 def outbox_message_id(case_id: str, step: str) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.common import RetryPolicy
 
 from activities.errors import permanent, transient
 from core.config import Settings
@@ -17,6 +19,15 @@ from policies.model import Policy
 LOAD_POLICY = "load_policy"
 POLICY_INVALID = "PolicyInvalid"
 POLICY_UNREADABLE = "PolicyUnreadable"
+
+# Schedule options, the one definition the workflow uses: a broken file is not retried.
+POLICY_START_TO_CLOSE = timedelta(seconds=10)
+POLICY_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+    non_retryable_error_types=[POLICY_INVALID],
+)
 
 
 class PolicyActivities:

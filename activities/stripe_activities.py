@@ -74,7 +74,7 @@ def _id(value: Any) -> str | None:
     """An id from a field that is either an id or an expanded object."""
     if value is None or isinstance(value, str):
         return value
-    return value.id
+    return str(value.id)
 
 
 def _stripe_code(exc: stripe.StripeError) -> str:
@@ -146,7 +146,7 @@ def _time(ts: int | None) -> datetime | None:
 
 
 def refund_result(refund: stripe.Refund, *, reused: bool = False) -> RefundResult:
-    metadata = refund.metadata.to_dict() if _field(refund, "metadata") else {}
+    metadata = refund.metadata.to_dict() if refund.metadata and _field(refund, "metadata") else {}
     return RefundResult(
         refund_id=refund.id,
         status=refund.status,
@@ -236,7 +236,7 @@ class StripeActivities:
         ones link a payment intent to its invoice through invoice payments."""
         invoice: Any = None
         if "invoice" in charge:
-            invoice = charge.invoice
+            invoice = charge["invoice"]  # only on API versions before 2025-03-31
         elif _field(charge, "payment_intent"):
             payments = await self._v1.invoice_payments.list_async({
                 "payment": {"type": "payment_intent",

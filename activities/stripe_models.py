@@ -4,11 +4,12 @@ sandbox can import them without the stripe SDK. Money in minor units + lowercase
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from temporalio.common import RetryPolicy
 
-from core.models import RefundRequest, RefundStatusName, Strict
+from core.models import RefundRequest, RefundStatusName, RefundUpdateSignal, Strict
 from core.money import normalize_currency
 
 # Activity names: the workflow and its test doubles use these strings.
@@ -20,8 +21,13 @@ GET_REFUND = "stripe_get_refund"
 STRIPE_TRANSIENT = "StripeTransient"
 STRIPE_PERMANENT = "StripePermanent"
 
-# Suggested schedule options. The SDK's own HTTP timeout is 20 s, so one attempt ends
-# inside the start-to-close timeout; Temporal (not the SDK) retries transient errors.
+# A refund in one of these states changes no more (but for Stripe's rare reversal of a
+# succeeded refund, which the case handles on its own).
+FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+# Schedule options, the one definition the workflow uses. The SDK's own HTTP timeout
+# is 20 s, so one attempt ends inside the start-to-close timeout; Temporal (not the
+# SDK) retries transient errors.
 STRIPE_START_TO_CLOSE = timedelta(seconds=30)
 STRIPE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -52,6 +58,14 @@ class RefundResult(Strict):
     )
     reused: bool = False
     case_id: str | None = Field(None, description="metadata.case_id; None: made outside us.")
+
+    def as_update(self, source: Literal["poll", "activity"]) -> RefundUpdateSignal:
+        """The same refund as a status update, as a webhook would report it."""
+        return RefundUpdateSignal(
+            refund_id=self.refund_id, status=self.status, amount=self.amount,
+            currency=self.currency, charge_id=self.charge_id,
+            failure_reason=self.failure_reason, acquirer_reference=self.acquirer_reference,
+            case_id=self.case_id, source=source)
 
 
 class StripeFacts(Strict):

@@ -20,32 +20,33 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from temporalio.client import (
-    Client,
-    RPCTimeoutOrCancelledError,
-    WorkflowExecutionStatus,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError as RPCTimeoutOrCancelledError
+from temporalio.common import SearchAttributeKey
 
-from api.intake import OPENED_BY, CaseStarted, start_case, started_response
+from api.intake import CaseStarted, started_response
 from api.logging import annotate
-from api.temporal import RPC_TIMEOUT, get_client, is_not_found, temporal_call
+from api.temporal import RPC_TIMEOUT, get_cases, get_client, temporal_call
 from core import search_attributes as sa
+from core.case_client import (
+    ActionRefused,
+    CaseIsClosed,
+    CaseNotFound,
+)
 from core.config import AgentIdentity, Settings
-from core.models import (
+from core.contract import (
     CASE_ID,
+    ActionResult,
     ApproveSignal,
+    CaseState,
     CaseStatus,
     DenySignal,
     RefundReason,
     RefundRequest,
     RequestInfoSignal,
-    check_email,
+    Update,
 )
-from workflows.case_state import ACTION_REFUSED, ActionResult, CaseState
+from core.models import check_email
 
 router = APIRouter(prefix="/cases", tags=["agents"])
 bearer = HTTPBearer(auto_error=False, description="A token from AGENT_TOKENS")
@@ -159,7 +160,7 @@ class CaseSummary(BaseModel):
     policy_version: str | None = None
 
 
-_SUMMARY_FIELDS = {
+_SUMMARY_FIELDS: dict[str, SearchAttributeKey[Any]] = {
     "status": sa.STATUS, "reason": sa.REASON, "customer": sa.CUSTOMER,
     "charge_id": sa.CHARGE_ID, "amount": sa.AMOUNT, "currency": sa.CURRENCY, "risk": sa.RISK,
     "sla_breached": sa.SLA_BREACHED, "policy_version": sa.POLICY_VERSION,
@@ -236,15 +237,12 @@ async def list_cases(
             responses={200: {"model": CaseState}, 404: {"description": "No such case"}})
 async def get_case(request: Request, case_id: str, agent: Agent) -> JSONResponse:
     case_id = _case_id(request, case_id)
-    client = await get_client(request)
+    cases = await get_cases(request)
     try:
         async with temporal_call("query case state"):
-            state = await client.get_workflow_handle(case_id).query(
-                "state", rpc_timeout=RPC_TIMEOUT)
-    except RPCError as exc:
-        if is_not_found(exc):
-            raise HTTPException(404, f"no case {case_id!r}") from None
-        raise
+            state = await cases.state_json(case_id)
+    except CaseNotFound:
+        raise HTTPException(404, f"no case {case_id!r}") from None
     except WorkflowQueryFailedError as exc:
         raise HTTPException(502, f"the case could not answer: {exc}") from None
     return JSONResponse(state)
@@ -257,32 +255,35 @@ async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSON
     """The agent who opened the case is recorded in the workflow's memo (`opened_by`,
     shown by the Temporal UI and `describe`), not in the request itself."""
     annotate(request, case_id=body.case_id, action="open")
-    client = await get_client(request)
-    case_id, started = await start_case(client, body, request.app.state.task_queue,
-                                        memo={OPENED_BY: f"agent:{agent.agent}"})
-    annotate(request, outcome="started" if started else "duplicate")
-    return started_response(case_id, started)
+    cases = await get_cases(request)
+    async with temporal_call("start case"):
+        started = await cases.start(body, opened_by=f"agent:{agent.agent}")
+    annotate(request, outcome="started" if started.started else "duplicate")
+    return started_response(started.case_id, started.started)
 
 
-async def _run_action(request: Request, case_id: str, update: str, arg: Any) -> JSONResponse:
+async def _run_action(request: Request, case_id: str, update: Update, action: BaseModel
+                      ) -> JSONResponse:
     """Execute one action update; the case's refusal becomes 409/422 with its reason, a
     case that does not answer in time 504."""
-    annotate(request, action=update)
-    client = await get_client(request)
-    handle = client.get_workflow_handle(case_id)
+    annotate(request, action=update.value)
+    cases = await get_cases(request)
     try:
         # The backstop is outside temporal_call: a slow case is 504, not "Temporal down".
         async with asyncio.timeout(UPDATE_TIMEOUT_SECONDS + UPDATE_BACKSTOP_SECONDS):
-            async with temporal_call(update):
-                result = await handle.execute_update(
-                    update, arg, result_type=ActionResult,
-                    rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
-    except WorkflowUpdateFailedError as exc:
-        return _refusal(request, exc)
-    except RPCError as exc:
-        if not is_not_found(exc):
-            raise
-        return await _missing_or_closed(client, case_id)
+            async with temporal_call(update.value):
+                result = await cases.act(case_id, update, action,
+                                         rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
+    except ActionRefused as refused:
+        annotate(request, outcome=f"refused:{refused.code}")
+        status = 409 if refused.code == "wrong_state" else 422
+        return JSONResponse({"detail": {"code": refused.code, "reason": refused.reason}},
+                            status_code=status)
+    except CaseNotFound:
+        return JSONResponse({"detail": f"no case {case_id!r}"}, status_code=404)
+    except CaseIsClosed:
+        return JSONResponse({"detail": {"code": "wrong_state", "reason": "the case is closed"}},
+                            status_code=409)
     except (RPCTimeoutOrCancelledError, TimeoutError):
         # WorkflowUpdateRPCTimeoutOrCancelledError: the rpc_timeout passed, or the call
         # was cancelled. A cancellation of this request itself must stay one.
@@ -293,34 +294,6 @@ async def _run_action(request: Request, case_id: str, update: str, arg: Any) -> 
         raise HTTPException(504, CASE_SLOW) from None
     annotate(request, outcome="accepted")
     return JSONResponse(result.model_dump(mode="json"))
-
-
-def _refusal(request: Request, exc: WorkflowUpdateFailedError) -> JSONResponse:
-    cause = exc.cause
-    code, reason = "invalid", str(cause or exc)
-    if isinstance(cause, ApplicationError):
-        reason = cause.message
-        detail = cause.details[0] if cause.details else None
-        if cause.type == ACTION_REFUSED and isinstance(detail, dict):
-            code = str(detail.get("code") or "invalid")
-            reason = str(detail.get("reason") or reason)
-    annotate(request, outcome=f"refused:{code}")
-    status = 409 if code == "wrong_state" else 422
-    return JSONResponse({"detail": {"code": code, "reason": reason}}, status_code=status)
-
-
-async def _missing_or_closed(client: Client, case_id: str) -> JSONResponse:
-    try:
-        async with temporal_call("describe case"):
-            desc = await client.get_workflow_handle(case_id).describe(rpc_timeout=RPC_TIMEOUT)
-    except RPCError as exc:
-        if is_not_found(exc):
-            return JSONResponse({"detail": f"no case {case_id!r}"}, status_code=404)
-        raise
-    if desc.status != WorkflowExecutionStatus.RUNNING:
-        return JSONResponse({"detail": {"code": "wrong_state", "reason": "the case is closed"}},
-                            status_code=409)
-    return JSONResponse({"detail": f"no case {case_id!r}"}, status_code=404)
 
 
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -341,7 +314,7 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def approve(request: Request, case_id: str, body: ApproveBody, agent: Actor) -> JSONResponse:
     case_id = _case_id(request, case_id)
     signal = ApproveSignal(agent=agent.agent, amount=body.amount, note=body.note)
-    return await _run_action(request, case_id, "approve_action", signal)
+    return await _run_action(request, case_id, Update.approve, signal)
 
 
 @router.post("/{case_id}/deny", summary="Deny citing a clause (update deny_action)",
@@ -350,7 +323,7 @@ async def deny(request: Request, case_id: str, body: DenyBody, agent: Actor) -> 
     case_id = _case_id(request, case_id)
     signal = DenySignal(agent=agent.agent, clause_id=body.clause_id, note=body.note,
                         alternative=body.alternative)
-    return await _run_action(request, case_id, "deny_action", signal)
+    return await _run_action(request, case_id, Update.deny, signal)
 
 
 @router.post("/{case_id}/request-info", summary="Ask the customer (update request_info_action)",
@@ -359,4 +332,4 @@ async def request_info(request: Request, case_id: str, body: RequestInfoBody,
                        agent: Actor) -> JSONResponse:
     case_id = _case_id(request, case_id)
     signal = RequestInfoSignal(agent=agent.agent, questions=body.questions)
-    return await _run_action(request, case_id, "request_info_action", signal)
+    return await _run_action(request, case_id, Update.request_info, signal)

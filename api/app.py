@@ -15,7 +15,8 @@ from api import agents, intake, sendgrid, stripe_events
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
 from core.client import connect
-from core.config import TASK_QUEUE, Settings, get_settings
+from core.config import Settings, get_settings
+from core.contract import TASK_QUEUE
 
 DESCRIPTION = """Refund Desk's front door. Webhooks start and drive `RefundCase` workflows;
 agents read and act on cases with a bearer token. Every webhook is authenticated, every

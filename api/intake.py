@@ -14,70 +14,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api import signatures
 from api.logging import annotate
-from api.temporal import RPC_TIMEOUT, get_client, temporal_call
-from core import search_attributes as sa
-from core.config import TASK_QUEUE, Settings
-from core.models import CaseStatus, RefundRequest
+from api.temporal import get_cases, temporal_call
+from core.config import Settings
+from core.contract import RefundRequest
 
 router = APIRouter(tags=["webhooks"])
 
-WORKFLOW_TYPE = "RefundCase"  # by name: the API never imports the workflow module
 MAX_BODY_BYTES = 256 * 1024
-OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
 
 
 class CaseStarted(BaseModel):
     case_id: str = Field(examples=["refund-req_1042"])
     status: str = Field(description="started (202) or duplicate (200)", examples=["started"])
-
-
-def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
-    """What makes the case findable the moment it starts (the workflow keeps them current)."""
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(sa.STATUS, CaseStatus.received.value),
-        SearchAttributePair(sa.REASON, request.reason.value),
-        SearchAttributePair(sa.CUSTOMER, request.customer_email),
-    ]
-    if request.charge_id:
-        pairs.append(SearchAttributePair(sa.CHARGE_ID, request.charge_id))
-    if request.currency:
-        pairs.append(SearchAttributePair(sa.CURRENCY, request.currency))
-    if request.amount is not None:
-        pairs.append(SearchAttributePair(sa.AMOUNT, request.amount))
-    return TypedSearchAttributes(pairs)
-
-
-async def start_case(client: Client, request: RefundRequest, task_queue: str = TASK_QUEUE,
-                     *, memo: dict[str, Any] | None = None) -> tuple[str, bool]:
-    """Start the case; (case id, False) when this request id was seen before."""
-    case_id = request.case_id
-    try:
-        async with temporal_call("start case"):
-            await client.start_workflow(
-                WORKFLOW_TYPE,
-                request,
-                id=case_id,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=initial_search_attributes(request),
-                memo=memo,
-                rpc_timeout=RPC_TIMEOUT,
-            )
-    except WorkflowAlreadyStartedError:
-        return case_id, False
-    return case_id, True
 
 
 def started_response(case_id: str, started: bool) -> JSONResponse:
@@ -108,7 +59,8 @@ async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """pydantic's errors, JSON-safe (its ctx may hold exception objects)."""
-    return json.loads(exc.json(include_url=False, include_input=False))
+    errors: list[dict[str, Any]] = json.loads(exc.json(include_url=False, include_input=False))
+    return errors
 
 
 _REQUEST_EXAMPLE = {
@@ -177,8 +129,9 @@ async def refund_request_webhook(request: Request) -> JSONResponse:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
     annotate(request, case_id=refund_request.case_id)
-    client = await get_client(request)
-    case_id, started = await start_case(client, refund_request, request.app.state.task_queue)
-    annotate(request, outcome="started" if started else "duplicate")
-    return started_response(case_id, started)
+    cases = await get_cases(request)
+    async with temporal_call("start case"):
+        started = await cases.start(refund_request)
+    annotate(request, outcome="started" if started.started else "duplicate")
+    return started_response(started.case_id, started.started)
 

@@ -52,7 +52,7 @@ def _id_of(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return value["id"]
+        return str(value["id"])
     return None
 
 

@@ -13,6 +13,11 @@ from fastapi import Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.case_client import CaseClient, is_not_found
+
+__all__ = ["ClientProvider", "TemporalUnavailable", "get_cases", "get_client", "is_not_found",
+           "temporal_call"]
+
 ClientFactory = Callable[[], Awaitable[Client]]
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -53,8 +58,10 @@ async def get_client(request: Request) -> Client:
     return await provider.get()
 
 
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+async def get_cases(request: Request) -> CaseClient:
+    """FastAPI dependency: the CaseClient over the shared client, or 503."""
+    return CaseClient(await get_client(request), task_queue=request.app.state.task_queue,
+                      rpc_timeout=RPC_TIMEOUT)
 
 
 @contextlib.asynccontextmanager

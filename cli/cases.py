@@ -20,36 +20,35 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
 
-from pydantic import ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
+from core.case_client import ActionRefused, CaseClient, CaseIsClosed, CaseNotFound, case_id
 from core.client import connect
-from core.config import TASK_QUEUE, Settings, get_settings
-from core.models import (
+from core.config import Settings, get_settings
+from core.contract import (
+    TASK_QUEUE,
+    ActionResult,
     ApproveSignal,
+    CaseState,
     CustomerReplySignal,
     DenySignal,
     FeedbackSignal,
     RefundReason,
     RefundRequest,
     RequestInfoSignal,
+    Signal,
+    Update,
     WithdrawSignal,
-    case_id_for,
 )
 from core.money import plain
-from workflows.case_state import ACTION_REFUSED, ActionResult, CaseState
-from workflows.refund_case import RefundCase
 
+# Exit codes (README): 0 done, 1 Temporal unreachable or refused the call, 2 bad input,
+# 3 refused (wrong state, or the case is closed), 4 refused (invalid), 5 no such case.
+EXIT_TEMPORAL, EXIT_INPUT, EXIT_NO_CASE = 1, 2, 5
 EXIT_REFUSED = {"wrong_state": 3, "invalid": 4}
-
-
-def case_id(value: str) -> str:
-    return value if value.startswith("refund-") else case_id_for(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--attachment", action="append", default=[])
     r.add_argument("--from-email")
     f = command("feedback", "the customer's rating after the refund")
-    f.add_argument("--rating", type=int, required=True)
+    f.add_argument("--rating", type=int, required=True, choices=range(1, 6),
+                   metavar="1-5")
     f.add_argument("--comment", default="")
     w = command("withdraw", "the customer withdraws the request")
     w.add_argument("--by", default="customer")
@@ -103,86 +103,87 @@ def parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, client: Client) -> int:
     """One command against Temporal; prints the outcome; returns the exit code."""
+    cases = CaseClient(client, task_queue=args.task_queue if args.command == "open"
+                       else TASK_QUEUE)
     if args.command == "open":
-        return await _open(args, client)
-    handle = client.get_workflow_handle_for(RefundCase.run, case_id(args.case))
-    if args.command == "status":
-        _show_state(await handle.query(RefundCase.state), args.json)
-        return 0
+        return await _open(args, cases)
+    case = case_id(args.case)
     try:
-        if args.command == "approve":
-            result = await handle.execute_update(RefundCase.approve_action, ApproveSignal(
-                agent=args.agent, amount=args.amount, note=args.note))
-        elif args.command == "deny":
-            result = await handle.execute_update(RefundCase.deny_action, DenySignal(
-                agent=args.agent, clause_id=args.clause, note=args.note,
-                alternative=args.alternative))
-        elif args.command == "ask":
-            result = await handle.execute_update(RefundCase.request_info_action,
-                                                 RequestInfoSignal(agent=args.agent,
-                                                                   questions=args.question))
-        else:
-            return await _customer_signal(args, handle)
-    except WorkflowUpdateFailedError as err:
-        return _refused(err, args.json)
-    _show_result(result, args.json)
+        if args.command == "status":
+            _show_state(await cases.state(case), args.json)
+            return 0
+        action = _action(args)
+        if action is not None:
+            update, message = action
+            _show_result(await cases.act(case, update, message), args.json)
+            return 0
+        signal, message = _customer_message(args)
+        await cases.signal(case, signal, message)
+    except ActionRefused as refused:
+        return _refused(refused.code, refused.reason, args.json)
+    except CaseIsClosed:
+        return _refused("wrong_state", "the case is closed", args.json)
+    except CaseNotFound:
+        print(f"no case {case!r}", file=sys.stderr)
+        return EXIT_NO_CASE
+    if args.json:
+        print(json.dumps({"case_id": case, "sent": args.command}))
+    else:
+        print(f"Sent {args.command} to {case}; see: python starter.py status {case}")
     return 0
 
 
-async def _open(args: argparse.Namespace, client: Client) -> int:
+def _action(args: argparse.Namespace) -> tuple[Update, BaseModel] | None:
+    if args.command == "approve":
+        return Update.approve, ApproveSignal(agent=args.agent, amount=args.amount,
+                                             note=args.note)
+    if args.command == "deny":
+        return Update.deny, DenySignal(agent=args.agent, clause_id=args.clause, note=args.note,
+                                       alternative=args.alternative)
+    if args.command == "ask":
+        return Update.request_info, RequestInfoSignal(agent=args.agent,
+                                                      questions=args.question)
+    return None
+
+
+def _customer_message(args: argparse.Namespace) -> tuple[Signal, BaseModel]:
+    if args.command == "reply":
+        return Signal.customer_reply, CustomerReplySignal(
+            text=args.text, attachments=args.attachment, from_email=args.from_email,
+            channel="cli")
+    if args.command == "feedback":
+        return Signal.feedback, FeedbackSignal(rating=args.rating, comment=args.comment)
+    return Signal.withdraw, WithdrawSignal(by=args.by, note=args.note)
+
+
+async def _open(args: argparse.Namespace, cases: CaseClient) -> int:
     request = RefundRequest(
         request_id=args.request_id, customer_email=args.email, charge_id=args.charge,
         payment_intent_id=args.payment_intent, reason=args.reason, message=args.message,
         amount=args.amount, currency=args.currency, locale=args.locale,
         documents=args.document,
     )
-    try:
-        # As the intake webhook: a request id seen before starts nothing, even once closed
-        # (a new run would email and assess the customer all over again).
-        handle = await client.start_workflow(
-            RefundCase.run, request, id=request.case_id, task_queue=args.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
-    except WorkflowAlreadyStartedError:
+    started = await cases.start(request, opened_by="cli")
+    case = started.case_id
+    if not started.started:
         if args.json:
-            print(json.dumps({"case_id": request.case_id, "status": "duplicate"}))
+            print(json.dumps({"case_id": case, "status": "duplicate"}))
         else:
-            print(f"Case {request.case_id} already exists; nothing started. See: "
-                  f"python starter.py status {request.case_id}")
+            print(f"Case {case} already exists; nothing started. See: "
+                  f"python starter.py status {case}")
         return 0
     if args.json:
-        print(json.dumps({"case_id": handle.id, "run_id": handle.result_run_id}))
+        print(json.dumps({"case_id": case, "status": "started"}))
     else:
-        print(f"Opened case {handle.id}. Next: python starter.py status {handle.id}")
+        print(f"Opened case {case}. Next: python starter.py status {case}")
     return 0
 
 
-async def _customer_signal(args: argparse.Namespace, handle: Any) -> int:
-    if args.command == "reply":
-        await handle.signal(RefundCase.customer_reply, CustomerReplySignal(
-            text=args.text, attachments=args.attachment, from_email=args.from_email,
-            channel="cli"))
-    elif args.command == "feedback":
-        await handle.signal(RefundCase.feedback, FeedbackSignal(rating=args.rating,
-                                                                comment=args.comment))
-    else:
-        await handle.signal(RefundCase.withdraw, WithdrawSignal(by=args.by, note=args.note))
-    if args.json:
-        print(json.dumps({"case_id": handle.id, "sent": args.command}))
-    else:
-        print(f"Sent {args.command} to {handle.id}; see: python starter.py status {handle.id}")
-    return 0
-
-
-def _refused(err: WorkflowUpdateFailedError, as_json: bool) -> int:
-    cause = err.cause
-    if not (isinstance(cause, ApplicationError) and cause.type == ACTION_REFUSED):
-        raise err
-    details = cause.details[0] if cause.details else {}
-    code = str(details.get("code", "invalid"))
+def _refused(code: str, reason: str, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"accepted": False, "code": code, "reason": details.get("reason")}))
+        print(json.dumps({"accepted": False, "code": code, "reason": reason}))
     else:
-        print(f"Refused ({code}): {details.get('reason', cause.message)}", file=sys.stderr)
+        print(f"Refused ({code}): {reason}", file=sys.stderr)
     return EXIT_REFUSED.get(code, 4)
 
 
@@ -244,7 +245,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     except RuntimeError as err:
         print(f"cannot reach Temporal at {settings.TEMPORAL_ADDRESS} ({err}); is the stack "
               "running (python starter.py dev)?", file=sys.stderr)
-        return 1
+        return EXIT_TEMPORAL
     return await run(args, client)
 
 
@@ -253,12 +254,16 @@ def main(argv: list[str], *, settings: Settings | None = None) -> int:
     try:
         return asyncio.run(_main(args, settings or get_settings()))
     except ValidationError as err:
-        print(f"invalid input: {err}", file=sys.stderr)
-        return 2
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}"
+                             for e in err.errors())
+        print(f"invalid input: {problems}", file=sys.stderr)
+        return EXIT_INPUT
     except RPCError as err:
         print(f"Temporal refused: {err}", file=sys.stderr)
-        return 1
+        return EXIT_TEMPORAL
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from cli.exit import leave
+
+    leave(main(sys.argv[1:]))

@@ -15,12 +15,12 @@ import asyncio
 import sys
 import uuid
 
+from core.case_client import CaseClient
 from core.client import connect
-from core.config import TASK_QUEUE, Settings, get_settings
-from core.models import RefundReason, RefundRequest
+from core.config import Settings, get_settings
+from core.contract import TASK_QUEUE, RefundReason, RefundRequest
 from core.money import plain
 from stack.stripe_seed import seed_charge
-from workflows.refund_case import RefundCase
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,9 +44,8 @@ async def open_demo_case(args: argparse.Namespace, settings: Settings) -> Refund
         charge_id=charge.charge_id, reason=args.reason, locale=args.locale,
         message="Demo request opened by `python starter.py demo`.",
     )
-    client = await connect(settings)
-    await client.start_workflow(RefundCase.run, request, id=request.case_id,
-                                task_queue=args.task_queue)
+    cases = CaseClient(await connect(settings), task_queue=args.task_queue)
+    await cases.start(request, opened_by="demo")
     return request
 
 
@@ -69,4 +68,6 @@ def main(argv: list[str], *, settings: Settings | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from cli.exit import leave
+
+    leave(main(sys.argv[1:]))

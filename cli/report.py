@@ -13,14 +13,15 @@ import json
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 
 from core import money
 from core.client import connect
-from workflows.case_state import CaseState
+from core.contract import CaseState
 
 DECIDED = {"approved", "refunding", "denied"}
 
@@ -77,7 +78,7 @@ def summarize(states: Iterable[CaseState]) -> TrendReport:
     )
 
 
-def _decided_at(case: CaseState):
+def _decided_at(case: CaseState) -> datetime | None:
     """When the case first reached a decision (approval, denial or refund)."""
     for entry in case.timeline:
         if entry.kind == "status" and entry.data.get("to") in DECIDED:
@@ -99,9 +100,10 @@ async def fetch_states(client: Client, query: str, limit: int) -> list[CaseState
     async def one(case_id: str) -> CaseState | None:
         async with gate:
             try:
-                return await client.get_workflow_handle(case_id).query(
+                state: CaseState = await client.get_workflow_handle(case_id).query(
                     "state", result_type=CaseState
                 )
+                return state
             except Exception as exc:  # a case the worker cannot answer for is skipped
                 print(f"skipped {case_id}: {exc}", file=sys.stderr)
                 return None
@@ -111,7 +113,7 @@ async def fetch_states(client: Client, query: str, limit: int) -> list[CaseState
 
 
 def render(report: TrendReport) -> str:
-    def table(title: str, counts: dict[str, object]) -> list[str]:
+    def table(title: str, counts: Mapping[str, object]) -> list[str]:
         rows = [f"{title}:"] + [f"  {k:<24} {v}" for k, v in counts.items()]
         return rows if counts else [f"{title}: none"]
 

@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-TASK_QUEUE = "refund-cases"
 
 # Secrets that only make sense on a developer machine. Production refuses them.
 DEV_INTAKE_SECRET = "dev-intake-secret"

@@ -34,6 +34,9 @@ class RefundReason(StrEnum):
     other = "other"
 
 
+# Reasons that, confirmed by the facts, take the billing-error fast path.
+BILLING_REASONS = frozenset({RefundReason.billing_error, RefundReason.duplicate_charge})
+
 class CaseStatus(StrEnum):
     """Where a case is. The value is also the `RefundStatus` search attribute."""
 

@@ -3,6 +3,8 @@ API's visibility queries, the local stack and the tests that register them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeKey
 
@@ -16,7 +18,7 @@ RISK = SearchAttributeKey.for_keyword("RefundRisk")
 SLA_BREACHED = SearchAttributeKey.for_bool("RefundSlaBreached")
 POLICY_VERSION = SearchAttributeKey.for_keyword("RefundPolicyVersion")
 
-ALL: tuple[SearchAttributeKey, ...] = (
+ALL: tuple[SearchAttributeKey[Any], ...] = (
     STATUS, REASON, CUSTOMER, CHARGE_ID, AMOUNT, CURRENCY, RISK, SLA_BREACHED, POLICY_VERSION,
 )
 
@@ -24,7 +26,7 @@ def cli_flags() -> list[str]:
     """`--search-attribute Name=Type` flags for `temporal server start-dev`."""
     flags: list[str] = []
     for key in ALL:
-        type_name = IndexedValueType.Name(key.indexed_value_type).removeprefix(
+        type_name = IndexedValueType.Name(int(key.indexed_value_type)).removeprefix(  # type: ignore[arg-type]  # protobuf enum stubs want their own int
             "INDEXED_VALUE_TYPE_"
         )
         flags += ["--search-attribute", f"{key.name}={type_name.capitalize()}"]

@@ -136,8 +136,8 @@ def compare(cases: list[_Case], before: list[PolicyDecision], after: list[Policy
     n = len(cases)
     lines = [f"{n} cases: baseline {old.version} -> new {new.version}", "",
              f"  {'outcome':<13}{'baseline':>10}{'new':>10}{'change':>10}"]
-    b_count = Counter(d.outcome for d in before)
-    a_count = Counter(d.outcome for d in after)
+    b_count = Counter[str](d.outcome for d in before)
+    a_count = Counter[str](d.outcome for d in after)
     for o in OUTCOMES:
         lines.append(f"  {o:<13}{b_count[o]:>10}{a_count[o]:>10}{a_count[o] - b_count[o]:>+10}")
     lines += ["", "  approved automatically, per currency:"]
@@ -156,12 +156,12 @@ def compare(cases: list[_Case], before: list[PolicyDecision], after: list[Policy
     if changed and sample > 0:
         lines += ["", f"  sample of changed cases (first {min(sample, len(changed))}):"]
         for i in changed[:sample]:
-            c, b, a = cases[i], before[i], after[i]
+            c, was, now = cases[i], before[i], after[i]
             lines.append(f"    line {c.line}: {c.facts.reason.value} "
-                         f"{plain(c.facts.charge_amount, b.currency)}: "
-                         f"{b.outcome} {plain(b.amount, b.currency)} [{', '.join(b.clause_ids)}]"
-                         f" -> {a.outcome} {plain(a.amount, a.currency)} "
-                         f"[{', '.join(a.clause_ids)}]")
+                         f"{plain(c.facts.charge_amount, was.currency)}: "
+                         f"{was.outcome} {plain(was.amount, was.currency)} "
+                         f"[{', '.join(was.clause_ids)}] -> {now.outcome} "
+                         f"{plain(now.amount, now.currency)} [{', '.join(now.clause_ids)}]")
     return "\n".join(lines)
 
 

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from core.models import RefundReason
+from core.models import BILLING_REASONS, RefundReason
 from core.money import plain, refund_step, round_down_to_step
 from policies.facts import Outcome, PolicyDecision, PolicyFacts
 from policies.model import Policy, ReasonRule
-
-BILLING_REASONS = frozenset({RefundReason.billing_error, RefundReason.duplicate_charge})
 
 
 @dataclass

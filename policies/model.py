@@ -131,7 +131,7 @@ class Review(Strict):
     findings: str = Field(description="Request and records disagree (assessment findings).")
     fraud: str = Field(description="The customer reports the charge as fraudulent.")
     risk: str
-    risk_levels: list[RiskLevel] = Field(default_factory=lambda: ["high"])
+    risk_levels: list[RiskLevel] = Field(default_factory=lambda: ["high"])  # type: ignore[arg-type]  # pydantic types the factory by the field's Literal
     repeat_refunds: str
     max_prior_refunds: int = Field(2, ge=0)
     unsupported_currency: str

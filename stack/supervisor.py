@@ -22,11 +22,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import binaries, search_attributes
-from core.config import ROOT, TASK_QUEUE, ConfigError, Settings, load_settings
+from core.config import ROOT, ConfigError, Settings, load_settings
+from core.contract import TASK_QUEUE
 from stack.net import port_open
 
 STOP_GRACE_SECONDS = 10
@@ -162,7 +164,7 @@ class Stack:
         self.children.append(child)
         return child
 
-    def _wait(self, child: Child, ready, timeout: float, what: str) -> None:
+    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             code = child.exited()
@@ -228,7 +230,7 @@ class Stack:
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except OSError:
         return False
 

@@ -14,14 +14,8 @@ from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.email_activities import (
-    EMAIL_PERMANENT,
-    EMAIL_TRANSIENT,
-    EmailActivities,
-    EmailInput,
-    OpsNotice,
-    outbox_message_id,
-)
+from activities.email_activities import EmailActivities, outbox_message_id
+from activities.email_models import EMAIL_PERMANENT, EMAIL_TRANSIENT, EmailInput, OpsNotice
 from core.config import Settings
 from core.reply_address import reply_address
 from stack.net import free_port

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from activities.email_activities import TEMPLATE_NAMES
+from activities.email_models import TEMPLATE_NAMES
 from activities.email_render import (
     LOCALES,
     REQUIRED_CONTEXT,

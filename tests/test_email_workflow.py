@@ -7,7 +7,7 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.worker import Worker
 
-from activities.email_activities import (
+from activities.email_models import (
     EMAIL_RETRY_POLICY,
     EMAIL_START_TO_CLOSE,
     SEND_EMAIL,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from activities.stripe_models import RefundResult
 from cli.report import render, summarize
+from core.contract import Approval, CaseState
 from core.models import CaseStatus, FeedbackSignal, RefundRequest, TimelineEntry
-from workflows.case_state import Approval, CaseState
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 

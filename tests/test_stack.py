@@ -24,7 +24,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from core import search_attributes
 from core.client import connect
-from core.config import DEV_INBOUND_SECRET, ROOT, TASK_QUEUE, load_settings
+from core.config import DEV_INBOUND_SECRET, ROOT, load_settings
+from core.contract import TASK_QUEUE
 from stack.net import free_port, port_open
 
 pytestmark = pytest.mark.stack

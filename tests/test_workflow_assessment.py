@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from activities.stripe_models import StripeFacts
 from core.models import RefundReason, RefundRequest
-from workflows.assessment import assess, policy_facts
+from workflows.refund_case.assessment import assess, policy_facts
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -271,7 +271,7 @@ async def test_a_rating_by_email_reply_is_the_feedback(time_env: WorkflowEnviron
 
 
 def test_ratings_are_read_from_the_first_line_only() -> None:
-    from workflows.refund_case import _rating_in
-    assert [_rating_in(t) for t in ["5", "Rating: 3/5 ok", "4/5", " 2 stars", "10", "",
+    from workflows.refund_case.follow_up import rating_in
+    assert [rating_in(t) for t in ["5", "Rating: 3/5 ok", "4/5", " 2 stars", "10", "",
                                     "thanks!\n5", "0", "6"]] == [5, 3, 4, 2, None, None,
                                                                 None, None, None]

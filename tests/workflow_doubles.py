@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.email_activities import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
+from activities.email_models import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
 from activities.errors import permanent, transient
 from activities.stripe_models import (
     CreateRefundInput,
@@ -27,10 +28,11 @@ from activities.stripe_models import (
     RefundResult,
     StripeFacts,
 )
+from core.case_client import CaseClient
+from core.contract import CaseState
 from core.models import RefundReason, RefundRequest
 from policies.loader import load_policy
 from policies.model import Policy
-from workflows.case_state import CaseState
 from workflows.refund_case import RefundCase
 
 CHARGE = "ch_test_1"
@@ -205,8 +207,10 @@ class Case:
 
 async def start(client: Client, req: RefundRequest, task_queue: str
                 ) -> WorkflowHandle[RefundCase, CaseState]:
-    return await client.start_workflow(RefundCase.run, req, id=req.case_id,
-                                       task_queue=task_queue)
+    """Started as every case is, through the CaseClient."""
+    started = await CaseClient(client, task_queue=task_queue).start(req)
+    assert started.handle is not None, f"{req.case_id} was started before"
+    return started.handle
 
 
 def kinds(state: CaseState) -> list[str]:
@@ -219,6 +223,13 @@ def entries(state: CaseState, kind: str) -> list[Any]:
 
 def ago(now: datetime, **kw: float) -> datetime:
     return now - timedelta(**kw)
+
+
+async def accepted_updates(handle: WorkflowHandle[Any, Any]) -> int:
+    """Updates the case accepted into its history (a refused one leaves no event)."""
+    history = await handle.fetch_history()
+    return sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+               for e in history.events)
 
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from activities.stripe_models import StripeFacts
-from core.models import RefundReason, RefundRequest
+from core.contract import Assessment, RefundReason, RefundRequest
+from core.models import BILLING_REASONS
 from core.money import plain
 from policies.facts import PolicyFacts, RiskLevel
-from workflows.case_state import Assessment
 
-BILLING_REASONS = frozenset({RefundReason.billing_error, RefundReason.duplicate_charge})
 HIGH_RISK_SCORE = 60
 MEDIUM_RISK_SCORE = 30
 _RADAR_POINTS = {"highest": 70, "elevated": 35}

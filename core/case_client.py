@@ -1,0 +1,174 @@
+"""`CaseClient`: the one way to start a case and talk to it, shared by the API, the CLI,
+the demo, the console and the tests. It knows the contract (names, id policies, initial
+search attributes, how a refusal travels) so that none of its users has to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.contract import (
+    ACTION_REFUSED,
+    TASK_QUEUE,
+    WORKFLOW_TYPE,
+    ActionResult,
+    CaseState,
+    Query,
+    RefundRequest,
+    Signal,
+    Update,
+    case_id_for,
+    search_attributes_of,
+)
+
+OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
+
+
+@dataclass(frozen=True)
+class Started:
+    """The outcome of a start: `started` is False when the request id was seen before."""
+
+    case_id: str
+    started: bool
+    handle: WorkflowHandle[Any, Any] | None = None  # the new run's handle, when started
+
+
+class CaseNotFound(Exception):
+    """No case with this id."""
+
+
+class CaseIsClosed(Exception):
+    """The case has closed: it takes no more actions."""
+
+
+class ActionRefused(Exception):
+    """The case refused an agent's action, with its own reason (nothing was changed)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def case_id(value: str) -> str:
+    """A case id from a case id or a request id."""
+    return value if value.startswith("refund-") else case_id_for(value)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+class CaseClient:
+    def __init__(self, client: Client, *, task_queue: str = TASK_QUEUE,
+                 rpc_timeout: timedelta | None = None) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.rpc_timeout = rpc_timeout
+
+    def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(case_id)
+
+    async def start(self, request: RefundRequest, *, opened_by: str | None = None) -> Started:
+        """Start the case; nothing is started when this request id was seen before, even
+        once its case closed (a new run would email and assess the customer again)."""
+        case_id = request.case_id
+        initial = CaseState(case_id=case_id, request=request)
+        try:
+            handle = await self.client.start_workflow(
+                WORKFLOW_TYPE, request, id=case_id, task_queue=self.task_queue,
+                result_type=CaseState,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(search_attributes_of(initial)),
+                memo={OPENED_BY: opened_by} if opened_by else None,
+                rpc_timeout=self.rpc_timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            return Started(case_id, started=False)
+        return Started(case_id, started=True, handle=handle)
+
+    async def state(self, case_id: str) -> CaseState:
+        try:
+            state: CaseState = await self.handle(case_id).query(
+                Query.state, result_type=CaseState, rpc_timeout=self.rpc_timeout)
+            return state
+        except RPCError as exc:
+            if is_not_found(exc):
+                raise CaseNotFound(case_id) from None
+            raise
+
+    async def state_json(self, case_id: str) -> Any:
+        """The state as the workflow sent it (plain JSON), for callers that only pass it on."""
+        try:
+            return await self.handle(case_id).query(Query.state, rpc_timeout=self.rpc_timeout)
+        except RPCError as exc:
+            if is_not_found(exc):
+                raise CaseNotFound(case_id) from None
+            raise
+
+    async def act(self, case_id: str, update: Update, action: BaseModel, *,
+                  rpc_timeout: timedelta | None = None) -> ActionResult:
+        """An agent's action as an update: the result, or ActionRefused with the case's
+        reason, CaseIsClosed, CaseNotFound."""
+        try:
+            result: ActionResult = await self.handle(case_id).execute_update(
+                update, action, result_type=ActionResult,
+                rpc_timeout=rpc_timeout or self.rpc_timeout)
+            return result
+        except WorkflowUpdateFailedError as exc:
+            raise refusal_of(exc) from None
+        except RPCError as exc:
+            if not is_not_found(exc):
+                raise
+            await self._raise_missing_or_closed(case_id)
+            raise
+
+    async def signal(self, case_id: str, signal: Signal, message: BaseModel) -> None:
+        """A message the case records whatever it decides (refusals land in its timeline)."""
+        try:
+            await self.handle(case_id).signal(signal, message, rpc_timeout=self.rpc_timeout)
+        except RPCError as exc:
+            if not is_not_found(exc):
+                raise
+            await self._raise_missing_or_closed(case_id)
+            raise
+
+    async def _raise_missing_or_closed(self, case_id: str) -> None:
+        try:
+            desc = await self.handle(case_id).describe(rpc_timeout=self.rpc_timeout)
+        except RPCError as exc:
+            if is_not_found(exc):
+                raise CaseNotFound(case_id) from None
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            raise CaseIsClosed(case_id)
+        raise CaseNotFound(case_id)
+
+
+def refusal_of(exc: WorkflowUpdateFailedError) -> ActionRefused:
+    """The case's refusal carried by a failed update (validator or handler)."""
+    cause = exc.cause
+    code, reason = "invalid", str(cause or exc)
+    if isinstance(cause, ApplicationError):
+        reason = cause.message
+        detail = cause.details[0] if cause.details else None
+        if cause.type == ACTION_REFUSED and isinstance(detail, dict):
+            code = str(detail.get("code") or "invalid")
+            reason = str(detail.get("reason") or reason)
+    return ActionRefused(code, reason)

@@ -1,0 +1,264 @@
+"""The RefundCase contract: everything that crosses the workflow boundary, in one module.
+
+The API, the CLI, the console, the activities' callers and the tests import from here,
+never from inside `workflows/`: the workflow's names (type, task queue, signals, updates,
+query), its input and signal messages, and what it answers (`CaseState`, `ActionResult`).
+The messages themselves are defined in `core.models` (which the activity models build on)
+and re-exported here, so there is one place to import the contract from.
+
+Pure (no I/O): the workflow sandbox imports this module.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributeKey, SearchAttributePair
+
+from activities.stripe_models import RefundResult, StripeFacts
+from core import search_attributes as sa
+from core.models import (
+    CASE_ID,
+    REQUEST_ID_PATTERN,
+    TERMINAL_STATUSES,
+    UNDELIVERABLE_EMAIL_EVENTS,
+    ApproveSignal,
+    CaseStatus,
+    CustomerReplySignal,
+    DenySignal,
+    DisputeOpenedSignal,
+    EmailEventSignal,
+    FeedbackSignal,
+    Locale,
+    RefundReason,
+    RefundRequest,
+    RefundStatusName,
+    RefundUpdateSignal,
+    RequestInfoSignal,
+    TimelineEntry,
+    WithdrawSignal,
+    case_id_for,
+)
+from policies.facts import PolicyDecision, RiskLevel
+
+__all__ = [
+    "ACTION_REFUSED",
+    "CASE_ID",
+    "REQUEST_ID_PATTERN",
+    "TASK_QUEUE",
+    "TERMINAL_STATUSES",
+    "UNDELIVERABLE_EMAIL_EVENTS",
+    "WORKFLOW_TYPE",
+    "ActionResult",
+    "AgentDecision",
+    "Approval",
+    "ApproveSignal",
+    "Assessment",
+    "CaseProgress",
+    "CaseState",
+    "CaseStatus",
+    "CustomerReplySignal",
+    "Denial",
+    "DenySignal",
+    "DisputeOpenedSignal",
+    "EmailEventSignal",
+    "FeedbackSignal",
+    "Locale",
+    "Query",
+    "RefundReason",
+    "RefundRequest",
+    "RefundStatusName",
+    "RefundUpdateSignal",
+    "RefusalCode",
+    "RequestInfoSignal",
+    "Signal",
+    "TimelineEntry",
+    "Update",
+    "WithdrawSignal",
+    "case_id_for",
+    "search_attributes_of",
+]
+
+WORKFLOW_TYPE = "RefundCase"
+TASK_QUEUE = "refund-cases"
+
+
+class Signal(StrEnum):
+    """Signal names. Signals record a refusal in the timeline instead of failing."""
+
+    approve = "approve"
+    deny = "deny"
+    request_info = "request_info"
+    customer_reply = "customer_reply"
+    refund_update = "refund_update"
+    dispute_opened = "dispute_opened"
+    feedback = "feedback"
+    withdraw = "withdraw"
+    email_event = "email_event"
+
+
+class Update(StrEnum):
+    """Agents' actions as updates: the caller learns at once whether the case took it."""
+
+    approve = "approve_action"
+    deny = "deny_action"
+    request_info = "request_info_action"
+
+
+class Query(StrEnum):
+    state = "state"
+
+
+ACTION_REFUSED = "ActionRefused"  # ApplicationError.type of a refused update
+RefusalCode = Literal["wrong_state", "invalid"]
+
+
+class Assessment(BaseModel):
+    """Step 2: what the facts say about the request. Findings are inconsistency codes
+    (charge_not_found, email_mismatch, amount_exceeds_refundable, currency_mismatch)."""
+
+    findings: list[str] = Field(default_factory=list)
+    finding_details: list[str] = Field(default_factory=list, description="One line a finding.")
+    risk: RiskLevel = "low"
+    risk_score: int = Field(0, ge=0, le=100)
+    risk_reasons: list[str] = Field(default_factory=list)
+    billing_error_confirmed: bool = False
+    root_cause: str | None = Field(None, description="Billing errors: what went wrong.")
+
+
+class Approval(BaseModel):
+    """One agent's approval. Two different agents above the two-approver threshold."""
+
+    agent: str
+    amount: int
+    note: str = ""
+    at: datetime
+
+
+class Denial(BaseModel):
+    by: str = Field(description="policy | agent:<id>")
+    clause_id: str
+    note: str = ""
+    alternative: str | None = None
+
+
+class ActionResult(BaseModel):
+    """What an agent's update (approve_action, deny_action, request_info_action) did.
+    A refused action is not returned: it raises ApplicationError(type="ActionRefused",
+    details=[{"code": "wrong_state"|"invalid", "reason": ...}])."""
+
+    accepted: bool
+    status: CaseStatus
+    message: str
+    approvals: int = 0
+    approvers_required: int = 1
+
+
+class AgentDecision(BaseModel):
+    """The agents' decision the case is acting on (step 5)."""
+
+    kind: Literal["approve", "deny", "request_info"]
+    agent: str
+    amount: int = 0
+    note: str = ""
+    denial: Denial | None = None
+    questions: list[str] = Field(default_factory=list)
+
+
+class CaseProgress(BaseModel):
+    """Where the workflow is within its own steps: kept in the state (not in private
+    attributes) so that the `state` query shows everything the case knows."""
+
+    closing: CaseStatus | None = Field(
+        None, description="withdrawn / disputed by a signal before any refund")
+    agent_decision: AgentDecision | None = None
+    agent_must_decide: bool = Field(
+        False, description="Stripe refused a refund: the policy no longer decides alone")
+    refund_started: bool = False
+    refund_rounds: int = 0
+    refund_reversed: bool = Field(False, description="a succeeded refund failed after all")
+    early_refund_updates: dict[str, RefundUpdateSignal] = Field(
+        default_factory=dict, description="webhooks that beat the create call's answer")
+    info_rounds: int = 0
+    info_undeliverable: bool = Field(False, description="SendGrid could not deliver our "
+                                                        "questions")
+    email_events_seen: list[str] = Field(default_factory=list, description="sg_event_ids")
+    search_attributes_written: bool = False
+
+
+class CaseState(BaseModel):
+    """The whole case, as the `state` query returns it."""
+
+    case_id: str
+    status: CaseStatus = CaseStatus.received
+    request: RefundRequest
+    documents: list[str] = Field(default_factory=list, description="Request + reply files.")
+    policy_version: str | None = None
+    facts: StripeFacts | None = None
+    assessment: Assessment | None = None
+    decision: PolicyDecision | None = None
+    questions: list[str] = Field(default_factory=list, description="Open questions.")
+    replies: list[CustomerReplySignal] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list, description="Current round.")
+    approvers_required: int = 1
+    approved_amount: int | None = None
+    denial: Denial | None = None
+    refund: RefundResult | None = None
+    refund_error: dict[str, str] | None = Field(None, description="Permanent Stripe failure.")
+    external_refunds: list[RefundResult] = Field(
+        default_factory=list, description="Refunds on the charge made outside this case."
+    )
+    dispute: DisputeOpenedSignal | None = None
+    root_cause: str | None = None
+    feedback: FeedbackSignal | None = None
+    sla_breached: bool = False
+    sla_breaches: list[str] = Field(default_factory=list, description="acknowledge, ...")
+    waiting_for: str | None = None
+    deadline: datetime | None = None
+    progress: CaseProgress = Field(default_factory=CaseProgress)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    @property
+    def outside_refunded(self) -> int:
+        """Refunds on the charge made outside this case (e.g. in the Stripe dashboard) that
+        the gathered facts did not already count, and that did not fail."""
+        known = {r.refund_id for r in self.facts.existing_refunds} if self.facts else set()
+        return sum(r.amount for r in self.external_refunds
+                   if r.refund_id not in known and r.status not in ("failed", "canceled"))
+
+    @property
+    def refundable(self) -> int:
+        """What is still refundable on the charge."""
+        if self.facts is None or not self.facts.found:
+            return 0
+        return max(0, self.facts.amount - self.facts.amount_refunded - self.outside_refunded)
+
+    @property
+    def currency(self) -> str:
+        facts = self.facts
+        return (facts.currency if facts and facts.currency else None) \
+            or self.request.currency or "usd"
+
+
+def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
+    """The case's search attributes, set at start by the CaseClient and kept current by
+    the workflow: one definition for both."""
+    request, facts = case.request, case.facts
+    values: list[tuple[SearchAttributeKey[Any], Any]] = [
+        (sa.STATUS, str(case.status)),
+        (sa.REASON, str(request.reason)),
+        (sa.CUSTOMER, request.customer_email),
+        (sa.SLA_BREACHED, case.sla_breached),
+        (sa.CHARGE_ID, (facts.charge_id if facts and facts.charge_id else None)
+         or request.charge_id or request.payment_intent_id),
+        (sa.AMOUNT, case.approved_amount or (case.decision.amount if case.decision else None)
+         or request.amount or (facts.amount if facts and facts.found else None)),
+        (sa.CURRENCY, (facts.currency if facts and facts.currency else None)
+         or request.currency),
+        (sa.RISK, case.assessment.risk if case.assessment else None),
+        (sa.POLICY_VERSION, case.policy_version),
+    ]
+    return [SearchAttributePair(key, value) for key, value in values if value is not None]

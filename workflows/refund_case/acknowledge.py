@@ -1,0 +1,33 @@
+"""Step 1: acknowledge the request within the acknowledgment SLA. A breach (late, or an
+email that cannot be sent at all) is recorded and escalated; the case goes on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from . import patches
+    from .runtime import CaseRuntime, iso
+
+
+async def acknowledge(rt: CaseRuntime) -> None:
+    sla = rt.policy.sla.acknowledge
+    due = workflow.info().start_time + sla
+    # What the customer is promised: a decision (or our questions) within the agent SLA.
+    next_update = workflow.info().start_time + rt.policy.sla.agent_decision
+    email = rt.email_input("acknowledgment", "ack", {
+        "reason": rt.case.request.reason.value, "next_update_by": iso(next_update)})
+    handle = rt.start_email(email, f"Acknowledge the request (due {iso(due)})")
+    rt.show_waiting("the acknowledgment email", due)
+    left = max(due - workflow.now(), timedelta(seconds=1))
+    try:
+        await workflow.wait_condition(handle.done, timeout=left,
+                                      timeout_summary="acknowledgment SLA")
+    except TimeoutError:
+        await rt.breach("acknowledge", f"The acknowledgment was not sent within {sla}")
+    sent = await rt.email_done(handle, email)
+    if not sent and workflow.patched(patches.ACK_FAILURE_BREACH):
+        await rt.breach("acknowledge", "The acknowledgment email could not be sent")
+    rt.checkpoint()

@@ -1,0 +1,8 @@
+"""`workflow.patched` ids. Each guards a change of behaviour that cases started before it
+must not see: their histories replay the old path (see tests/histories/)."""
+
+AGENT_AFTER_REFUSAL = "agent-decides-after-refusal"  # a Stripe refusal: agents only
+ACK_FAILURE_BREACH = "ack-failure-is-breach"
+UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
+FEEDBACK_BY_EMAIL = "feedback-by-email"
+REFUND_REVERSAL = "refund-reversal"

@@ -1,0 +1,47 @@
+"""Step 3: the refund policy. The version in force is loaded once and pinned for the whole
+case; every evaluation is the pure `policies.evaluate` over the case's facts."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.policy_activities import (
+        LOAD_POLICY,
+        POLICY_RETRY_POLICY,
+        POLICY_START_TO_CLOSE,
+    )
+    from policies.evaluate import evaluate
+    from policies.facts import PolicyDecision
+    from policies.model import Policy
+
+    from .assessment import policy_facts
+    from .runtime import CaseRuntime
+
+
+async def load_policy(rt: CaseRuntime) -> None:
+    """The policy in force, pinned for the whole case."""
+    policy = await workflow.execute_activity(
+        LOAD_POLICY, result_type=Policy, start_to_close_timeout=POLICY_START_TO_CLOSE,
+        retry_policy=POLICY_RETRY_POLICY, summary="Load the refund policy in force",
+    )
+    rt.pin_policy(policy)
+    rt.record("policy_pinned", f"Policy {policy.version} applies to this case")
+    rt.keep_search_attributes()
+
+
+def evaluate_case(rt: CaseRuntime) -> PolicyDecision:
+    """What the policy says now, recorded with the clauses that produced it."""
+    case = rt.case
+    assert case.facts is not None and case.assessment is not None
+    now = workflow.now()
+    facts = policy_facts(case.request, case.facts, case.assessment, documents=case.documents,
+                         now=now, external_refunded=case.outside_refunded)
+    decision = evaluate(facts, rt.policy, now)
+    case.decision = decision
+    case.approvers_required = decision.approvers_required
+    rt.record("policy_decision", decision.explanation, actor="policy",
+              outcome=decision.outcome, amount=decision.amount,
+              clause_ids=decision.clause_ids, policy_version=decision.policy_version)
+    rt.keep_search_attributes()
+    return decision

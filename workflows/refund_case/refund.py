@@ -1,0 +1,234 @@
+"""Step 6: refund through Stripe exactly once and follow the refund to a final status.
+
+One idempotency key per refund round (`<case id>:refund`, then `:refund-N`), never per
+attempt; a new round exists only after Stripe refused the earlier one for good, and the
+activity first looks for a refund carrying the case id. Stripe's webhooks (signal
+`refund_update`) settle the refund; polling is the bounded fallback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.stripe_models import (
+        CREATE_REFUND,
+        FINAL_REFUND_STATUSES,
+        GET_REFUND,
+        STRIPE_RETRY_POLICY,
+        STRIPE_START_TO_CLOSE,
+        CreateRefundInput,
+        GetRefundInput,
+        RefundResult,
+    )
+    from core.contract import CaseStatus, RefundUpdateSignal
+    from core.money import plain
+
+    from . import patches
+    from .assess import root_cause_tag
+    from .runtime import CaseRuntime, cause, details
+
+RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
+
+# How often to poll Stripe when no webhook came, and for how long.
+MAX_REFUND_POLLS = 6
+MAX_POLL_INTERVAL = timedelta(hours=12)
+
+
+async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
+    case, progress = rt.case, rt.case.progress
+    facts = case.facts
+    assert facts is not None
+    if amount > case.refundable:
+        amount = case.refundable
+        rt.record("amount_reduced", f"Refunds made outside this case leave "
+                  f"{rt.money(amount)} to refund", amount=amount)
+    if amount <= 0:
+        rt.set_status(CaseStatus.completed, "nothing is left to refund on the charge")
+        return "nothing_left"
+    case.approved_amount = amount
+    progress.refund_started = True
+    progress.refund_rounds += 1
+    step = "refund" if progress.refund_rounds == 1 else f"refund-{progress.refund_rounds}"
+    rt.set_status(CaseStatus.refunding, f"refunding {rt.money(amount)}")
+    request = CreateRefundInput(
+        case_id=case.case_id, charge_id=facts.charge_id,
+        payment_intent_id=facts.payment_intent_id, amount=amount, currency=case.currency,
+        idempotency_key=f"{workflow.info().workflow_id}:{step}",
+        reason_tag=root_cause_tag(case.root_cause) or case.request.reason.value,
+    )
+    try:
+        result = await workflow.execute_activity(
+            CREATE_REFUND, request, result_type=RefundResult,
+            start_to_close_timeout=STRIPE_START_TO_CLOSE, retry_policy=STRIPE_RETRY_POLICY,
+            summary=f"Refund {rt.money(amount)} on {facts.charge_id}",
+        )
+    except ActivityError as err:
+        await _not_made(rt, err)
+        return "not_made"
+    _created(rt, result)
+    return await _follow(rt)
+
+
+async def _follow(rt: CaseRuntime) -> RefundOutcome:
+    """Wait for Stripe's webhook; poll as a bounded fallback."""
+    sla = rt.policy.sla.refund_settle_poll
+
+    def final() -> bool:
+        return rt.case.refund is not None and rt.case.refund.status in FINAL_REFUND_STATUSES
+
+    if not final():
+        await rt.wait("Stripe's refund webhook", final, sla)
+    interval = sla
+    for _ in range(MAX_REFUND_POLLS):
+        if final():
+            break
+        await _poll(rt)
+        interval = min(interval * 2, MAX_POLL_INTERVAL)
+        if not final():
+            await rt.wait("the refund to settle", final, interval)
+    if not final():
+        await rt.notify_ops("refund_pending", f"Refund still not settled after "
+                            f"{MAX_REFUND_POLLS} polls", "refund_pending")
+        await rt.wait("the refund to settle (escalated)", final, None)
+    made = rt.case.refund
+    assert made is not None
+    if made.status == "succeeded":
+        rt.set_status(CaseStatus.refunded, f"refund {made.refund_id} succeeded", actor="stripe")
+        return "refunded"
+    await report_failed(rt)
+    return "failed"
+
+
+async def report_failed(rt: CaseRuntime) -> None:
+    """The money did not go back: the customer and ops are told."""
+    made = rt.case.refund
+    assert made is not None
+    reason = made.failure_reason or made.status
+    rt.set_status(CaseStatus.refund_failed, f"refund {made.refund_id} {made.status} ({reason})",
+                  actor="stripe")
+    await rt.email("refund_failed", "refund_failed", {
+        "amount": made.amount, "currency": made.currency, "failure_reason": reason})
+    await rt.notify_ops("refund_failed", f"Refund {made.refund_id} {made.status}: {reason}",
+                        "refund_failed")
+
+
+async def _poll(rt: CaseRuntime) -> None:
+    made = rt.case.refund
+    assert made is not None
+    try:
+        result = await workflow.execute_activity(
+            GET_REFUND, GetRefundInput(refund_id=made.refund_id), result_type=RefundResult,
+            start_to_close_timeout=STRIPE_START_TO_CLOSE, retry_policy=STRIPE_RETRY_POLICY,
+            summary=f"Poll refund {made.refund_id}",
+        )
+    except ActivityError as err:
+        rt.record("refund_poll_failed", f"Polling the refund failed: {cause(err)}")
+        return
+    apply_update(rt, result.as_update("poll"))
+
+
+async def _not_made(rt: CaseRuntime, err: ActivityError) -> None:
+    """A permanent Stripe refusal (or retries exhausted): an agent takes over. No money
+    moved (a refund made by a lost attempt is found by case id in the next round)."""
+    case = rt.case
+    found = details(err)
+    code = str(found.get("code") or "unknown")
+    message = str(found.get("message") or cause(err))
+    case.refund_error = {"code": code, "message": message}
+    case.progress.refund_started = False
+    rt.record("refund_refused", f"Stripe refused the refund ({code}): {message}",
+              actor="stripe", code=code, round=case.progress.refund_rounds)
+    await rt.notify_ops("refund_error", f"Stripe refused the refund ({code}): {message}."
+                        " An agent must take the case over.",
+                        f"refund_error_{case.progress.refund_rounds}")
+
+
+def _created(rt: CaseRuntime, result: RefundResult) -> None:
+    rt.case.refund = result
+    verb = "found (already made for this case)" if result.reused else "created"
+    rt.record("refund_created", f"Refund {result.refund_id} of "
+              f"{plain(result.amount, result.currency)} {verb}: {result.status}",
+              actor="stripe", refund_id=result.refund_id, status=result.status)
+    early = rt.case.progress.early_refund_updates.pop(result.refund_id, None)
+    if early is not None:
+        apply_update(rt, early)
+
+
+def on_refund_update(rt: CaseRuntime, sig: RefundUpdateSignal) -> None:
+    """Stripe's word on a refund of this charge: ours, or one made outside the case."""
+    ours = rt.case.refund
+    if sig.case_id == rt.case.case_id or (
+            sig.case_id is None and ours is not None and ours.refund_id == sig.refund_id):
+        apply_update(rt, sig)
+    else:
+        _outside(rt, sig)
+
+
+def apply_update(rt: CaseRuntime, sig: RefundUpdateSignal) -> None:
+    """One refund status change; duplicates and stale updates change nothing."""
+    case = rt.case
+    made = case.refund
+    if made is None:  # the webhook beat the activity's answer
+        # Stripe does not order its events: a late "pending" must not hide a final status.
+        early = case.progress.early_refund_updates
+        held = early.get(sig.refund_id)
+        if held is None or held.status not in FINAL_REFUND_STATUSES:
+            early[sig.refund_id] = sig
+            rt.record("refund_update_held", f"Refund {sig.refund_id} reported {sig.status} "
+                      "before Stripe answered our request; applied when it does",
+                      actor="stripe", status=sig.status)
+        return
+    if sig.refund_id != made.refund_id:
+        _outside(rt, sig)
+        return
+    if sig.acquirer_reference and sig.acquirer_reference != made.acquirer_reference:
+        # Stripe sends the reference later, in an update that keeps the status.
+        made = case.refund = made.model_copy(
+            update={"acquirer_reference": sig.acquirer_reference})
+        rt.record("acquirer_reference", f"Refund {sig.refund_id} has acquirer reference "
+                  f"{sig.acquirer_reference}", actor="stripe")
+    if (made.status == "succeeded" and sig.status == "failed"
+            and case.status == CaseStatus.refunded
+            and workflow.patched(patches.REFUND_REVERSAL)):
+        # Rare, and documented by Stripe: a refund fails after it succeeded.
+        case.progress.refund_reversed = True
+    elif made.status in FINAL_REFUND_STATUSES or sig.status == made.status:
+        return
+    case.refund = made.model_copy(update={
+        "status": sig.status,
+        "failure_reason": sig.failure_reason or made.failure_reason,
+        "acquirer_reference": sig.acquirer_reference or made.acquirer_reference,
+    })
+    rt.record("refund_status", f"Refund {sig.refund_id} is {sig.status}"
+              f"{' (' + sig.failure_reason + ')' if sig.failure_reason else ''}",
+              actor="stripe", status=sig.status, source=sig.source)
+
+
+def _outside(rt: CaseRuntime, sig: RefundUpdateSignal) -> None:
+    """A refund on the charge this case did not make (e.g. in the Stripe dashboard):
+    recorded, and its amount no longer refundable by the case."""
+    case = rt.case
+    known = {r.refund_id: i for i, r in enumerate(case.external_refunds)}
+    result = RefundResult(refund_id=sig.refund_id, status=sig.status, amount=sig.amount or 0,
+                          currency=sig.currency or case.currency, charge_id=sig.charge_id,
+                          case_id=sig.case_id)
+    if sig.refund_id in known:
+        held = case.external_refunds[known[sig.refund_id]]
+        if held.status in FINAL_REFUND_STATUSES or held.status == sig.status:
+            return  # a duplicate or a stale event
+        case.external_refunds[known[sig.refund_id]] = result
+        # Its status moves what is refundable (a failed one gives the amount back).
+        rt.record("outside_refund", f"Refund {sig.refund_id} made outside this case is "
+                  f"{sig.status}; {rt.money(case.refundable)} remains refundable",
+                  actor="stripe", refund_id=sig.refund_id, amount=result.amount,
+                  status=sig.status)
+        return
+    case.external_refunds.append(result)
+    rt.record("outside_refund", f"Refund {sig.refund_id} of {rt.money(sig.amount or 0)} was "
+              f"made outside this case ({sig.status}); {rt.money(case.refundable)} remains "
+              "refundable", actor="stripe", refund_id=sig.refund_id, amount=sig.amount or 0)
+    rt.keep_search_attributes()

@@ -1,0 +1,186 @@
+"""What every step of a case uses: the case state, the pinned policy, the timeline, status
+changes, waits that show in the UI, emails, ops notices and search attributes.
+
+One `CaseRuntime` per workflow run; the step modules are functions of it, so a step reads
+as the playbook step and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.email_models import (
+        EMAIL_RETRY_POLICY,
+        EMAIL_START_TO_CLOSE,
+        NOTIFY_OPS,
+        SEND_EMAIL,
+        EmailInput,
+        EmailSent,
+        OpsNotice,
+    )
+    from core.contract import CaseState, CaseStatus, TimelineEntry, search_attributes_of
+    from core.money import plain
+    from policies.model import Policy
+
+
+class CaseClosed(Exception):
+    """A withdraw or dispute signal closed the case while it waited for something else."""
+
+
+class CaseRuntime:
+    def __init__(self, case: CaseState) -> None:
+        self.case = case
+        self._policy: Policy | None = None
+
+    # --- the policy pinned for the case ---
+
+    @property
+    def policy(self) -> Policy:
+        assert self._policy is not None, "the policy is loaded first"
+        return self._policy
+
+    def pin_policy(self, policy: Policy) -> None:
+        self._policy = policy
+        self.case.policy_version = policy.version
+
+    # --- the timeline and the status ---
+
+    def record(self, kind: str, message: str, /, *, actor: str = "system", **data: Any) -> None:
+        self.case.timeline.append(TimelineEntry(at=workflow.now(), actor=actor, kind=kind,
+                                                message=message, data=data))
+
+    def set_status(self, status: CaseStatus, why: str, *, actor: str = "system") -> None:
+        if status == self.case.status:
+            return
+        old, self.case.status = self.case.status, status
+        self.record("status", f"{old} → {status}: {why}", actor=actor,
+                    **{"from": str(old), "to": str(status)})
+        self.keep_search_attributes()
+        self.show_waiting(self.case.waiting_for, self.case.deadline)
+
+    def keep_search_attributes(self) -> None:
+        """Keep the ops view current; only changed values are written to history (the
+        first write of a run writes them all, as cases always have)."""
+        current = workflow.info().typed_search_attributes
+        first = not self.case.progress.search_attributes_written
+        updates = [pair.key.value_set(pair.value) for pair in search_attributes_of(self.case)
+                   if first or current.get(pair.key) != pair.value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            self.case.progress.search_attributes_written = True
+
+    # --- waiting ---
+
+    def checkpoint(self) -> None:
+        """Stop the step here if a signal closed the case meanwhile."""
+        if self.case.progress.closing is not None:
+            raise CaseClosed(self.case.progress.closing)
+
+    async def wait(self, what: str, condition: Callable[[], bool],
+                   timeout: timedelta | None, deadline: datetime | None = None) -> bool:
+        """Wait for `condition` (or a closing signal) up to `timeout`, showing in the UI
+        what the case waits for. False on timeout; raises CaseClosed when closed."""
+        if deadline is None and timeout is not None:
+            deadline = workflow.now() + timeout
+        self.show_waiting(what, deadline)
+        try:
+            await workflow.wait_condition(
+                lambda: self.case.progress.closing is not None or condition(),
+                timeout=timeout, timeout_summary=what)
+            met = True
+        except TimeoutError:
+            met = False
+        self.show_waiting(None, None)
+        self.checkpoint()
+        return met
+
+    def show_waiting(self, what: str | None, deadline: datetime | None) -> None:
+        self.case.waiting_for, self.case.deadline = what, deadline
+        if what is None:
+            workflow.set_current_details(f"**{self.case.status}**")
+            return
+        until = f" until {iso(deadline)}" if deadline else ""
+        workflow.set_current_details(f"**{self.case.status}**: waiting for {what}{until}")
+
+    async def breach(self, sla_name: str, message: str) -> None:
+        """An SLA missed: flagged (search attribute too), recorded, escalated once."""
+        if sla_name in self.case.sla_breaches:
+            return
+        self.case.sla_breaches.append(sla_name)
+        self.case.sla_breached = True
+        self.record("sla_breached", message, sla=sla_name)
+        self.keep_search_attributes()
+        await self.notify_ops("sla_breached", message, f"sla_{sla_name}")
+
+    # --- email and ops ---
+
+    def email_input(self, template: str, step: str, context: dict[str, Any]) -> EmailInput:
+        return EmailInput.model_validate({
+            "case_id": self.case.case_id, "template": template,
+            "to": self.case.request.customer_email, "locale": self.case.request.locale,
+            "context": context, "step": step})
+
+    def start_email(self, email: EmailInput, summary: str
+                    ) -> workflow.ActivityHandle[EmailSent]:
+        return workflow.start_activity(
+            SEND_EMAIL, email, result_type=EmailSent,
+            start_to_close_timeout=EMAIL_START_TO_CLOSE, retry_policy=EMAIL_RETRY_POLICY,
+            summary=summary)
+
+    async def email(self, template: str, step: str, context: dict[str, Any]) -> bool:
+        email = self.email_input(template, step, context)
+        return await self.email_done(self.start_email(email, f"Email the customer: {template}"),
+                                     email)
+
+    async def email_done(self, handle: workflow.ActivityHandle[EmailSent],
+                         email: EmailInput) -> bool:
+        """An email's outcome in the timeline; a failed email is escalated, not fatal."""
+        try:
+            sent = await handle
+        except ActivityError as err:
+            self.record("email_failed", f"The {email.template} email could not be sent: "
+                        f"{cause(err)}", template=email.template)
+            await self.notify_ops("email_failed", f"The {email.template} email to "
+                                  f"{email.to} failed: {cause(err)}", f"email_{email.step}")
+            return False
+        self.record("email_sent", f"Sent {email.template} to {email.to} ({sent.backend})",
+                    template=email.template, message_id=sent.message_id)
+        return True
+
+    async def notify_ops(self, kind: str, message: str, step: str) -> None:
+        notice = OpsNotice(case_id=self.case.case_id, kind=kind, message=message, step=step)
+        try:
+            await workflow.execute_activity(
+                NOTIFY_OPS, notice, result_type=EmailSent,
+                start_to_close_timeout=EMAIL_START_TO_CLOSE, retry_policy=EMAIL_RETRY_POLICY,
+                summary=f"Tell ops: {kind}")
+        except ActivityError as err:
+            self.record("ops_notice_failed", f"Ops could not be told ({kind}): {cause(err)}")
+            return
+        self.record("ops_notified", message, kind=kind)
+
+    # --- money ---
+
+    def money(self, amount: int) -> str:
+        return plain(amount, self.case.currency)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def cause(err: ActivityError) -> str:
+    return str(err.cause) if err.cause is not None else str(err)
+
+
+def details(err: ActivityError) -> dict[str, Any]:
+    """The details dict an activity's typed error carries, or {}."""
+    c = err.cause
+    if isinstance(c, ApplicationError) and c.details and isinstance(c.details[0], dict):
+        return dict(c.details[0])
+    return {}

@@ -1,0 +1,165 @@
+"""`RefundCase`: one refund request walked through the seven steps of the playbook.
+
+`run()` reads as the steps; each step lives in the module named for it and works on the
+one `CaseRuntime`. Handlers are thin: they hand the message to the step it belongs to.
+Agents' updates have validators, so a refused update writes nothing to history; their
+signals record a refusal in the timeline instead.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from core.contract import (
+        ACTION_REFUSED,
+        ActionResult,
+        ApproveSignal,
+        CaseState,
+        CustomerReplySignal,
+        DenySignal,
+        DisputeOpenedSignal,
+        EmailEventSignal,
+        FeedbackSignal,
+        RefundRequest,
+        RefundUpdateSignal,
+        RequestInfoSignal,
+        WithdrawSignal,
+    )
+
+    from . import decide, patches
+    from .acknowledge import acknowledge
+    from .assess import assess_case
+    from .follow_up import follow_up, on_feedback
+    from .gather_info import on_email_event, on_reply
+    from .policy import load_policy
+    from .refund import on_refund_update, refund, report_failed
+    from .runtime import CaseClosed, CaseRuntime
+    from .special import close_if_disputed, on_dispute, on_withdraw
+
+
+@workflow.defn(name="RefundCase")
+class RefundCase:
+    @workflow.init
+    def __init__(self, request: RefundRequest) -> None:
+        self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id, request=request,
+                                        documents=list(request.documents)))
+
+    @workflow.run
+    async def run(self, request: RefundRequest) -> CaseState:
+        rt = self.rt
+        rt.record("received", f"Refund request {request.request_id} received "
+                              f"({request.reason.value})", actor="customer")
+        rt.keep_search_attributes()
+        try:
+            await load_policy(rt)                     # 3. the policy in force, pinned
+            await acknowledge(rt)                     # 1. acknowledge within the SLA
+            await assess_case(rt)                     # 2. assess validity and risk
+            amount = await decide.decide(rt)          # 3-5. policy, questions, agents
+            while amount is not None:
+                outcome = await refund(rt, amount)    # 6. refund exactly once
+                if outcome == "refunded" and not await follow_up(rt):  # 7. follow up
+                    await report_failed(rt)           # Stripe reversed the refund
+                if outcome != "not_made":
+                    break
+                # Stripe refused for good and no money moved: look again, an agent decides.
+                rt.case.progress.agent_must_decide = True
+                self._close_if_disputed()
+                await assess_case(rt)
+                self._close_if_disputed()
+                amount = await decide.decide(rt)
+        except CaseClosed:
+            pass  # the signal handler recorded why and told whoever needs to know
+        rt.show_waiting(None, None)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return rt.case
+
+    def _close_if_disputed(self) -> None:
+        if workflow.patched(patches.AGENT_AFTER_REFUSAL):
+            close_if_disputed(self.rt)  # Stripe refuses disputed charges: hand over
+            self.rt.checkpoint()  # withdrawn or disputed meanwhile
+
+    # --- query ---
+
+    @workflow.query
+    def state(self) -> CaseState:
+        return self.rt.case
+
+    # --- agents: signals record refusals, updates are validated first ---
+
+    @workflow.signal
+    def approve(self, sig: ApproveSignal) -> None:
+        decide.approve(self.rt, sig)
+
+    @workflow.signal
+    def deny(self, sig: DenySignal) -> None:
+        decide.deny(self.rt, sig)
+
+    @workflow.signal
+    def request_info(self, sig: RequestInfoSignal) -> None:
+        decide.request_info(self.rt, sig)
+
+    @workflow.update
+    def approve_action(self, sig: ApproveSignal) -> ActionResult:
+        return _accepted(decide.approve(self.rt, sig))
+
+    @approve_action.validator
+    def _validate_approve(self, sig: ApproveSignal) -> None:
+        _refuse_if(decide.approve_refusal(self.rt, sig))
+
+    @workflow.update
+    def deny_action(self, sig: DenySignal) -> ActionResult:
+        return _accepted(decide.deny(self.rt, sig))
+
+    @deny_action.validator
+    def _validate_deny(self, sig: DenySignal) -> None:
+        _refuse_if(decide.deny_refusal(self.rt, sig))
+
+    @workflow.update
+    def request_info_action(self, sig: RequestInfoSignal) -> ActionResult:
+        return _accepted(decide.request_info(self.rt, sig))
+
+    @request_info_action.validator
+    def _validate_request_info(self, sig: RequestInfoSignal) -> None:
+        _refuse_if(decide.request_info_refusal(self.rt, sig))
+
+    # --- the customer, Stripe and SendGrid ---
+
+    @workflow.signal
+    def customer_reply(self, sig: CustomerReplySignal) -> None:
+        on_reply(self.rt, sig)
+
+    @workflow.signal
+    def feedback(self, sig: FeedbackSignal) -> None:
+        on_feedback(self.rt, sig)
+
+    @workflow.signal
+    def withdraw(self, sig: WithdrawSignal) -> None:
+        on_withdraw(self.rt, sig)
+
+    @workflow.signal
+    def refund_update(self, sig: RefundUpdateSignal) -> None:
+        on_refund_update(self.rt, sig)
+
+    @workflow.signal
+    async def dispute_opened(self, sig: DisputeOpenedSignal) -> None:
+        await on_dispute(self.rt, sig)
+
+    @workflow.signal
+    def email_event(self, sig: EmailEventSignal) -> None:
+        on_email_event(self.rt, sig)
+
+
+def _refuse_if(refusal: decide.Refusal | None) -> None:
+    """A refusal becomes the error the API maps to 409 / 422 with the case's own reason."""
+    if refusal is not None:
+        raise ApplicationError(refusal.reason, {"code": refusal.code, "reason": refusal.reason},
+                               type=ACTION_REFUSED, non_retryable=True)
+
+
+def _accepted(outcome: ActionResult | decide.Refusal) -> ActionResult:
+    if isinstance(outcome, decide.Refusal):
+        _refuse_if(outcome)
+    assert isinstance(outcome, ActionResult)
+    return outcome
