@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from core.models import RefundReason
+from core.models import RefundReason, Strict  # unknown keys are an error in every part
 from core.money import normalize_currency
 from policies.facts import Alternative, RiskLevel
 
@@ -35,12 +35,6 @@ def _parse_duration(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
-
-
-class Strict(BaseModel):
-    """Unknown keys are an error in every part of a policy."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Clause(Strict):
@@ -138,7 +132,7 @@ class Review(Strict):
     unlisted_reason: str
 
 
-class Approval(Strict):
+class ApprovalRouting(Strict):
     """Per-currency routing in minor units: up to `auto_approve_limit` the policy
     approves on its own; from `two_approver_threshold` two different agents must approve."""
 
@@ -195,7 +189,7 @@ class Policy(Strict):
     documents: dict[str, DocumentRequirement] = Field(default_factory=dict)
     exclusions: Exclusions
     review: Review
-    approval: Approval
+    approval: ApprovalRouting
     alternatives: list[PolicyAlternative] = Field(default_factory=list)
     sla: Sla
 
