@@ -28,6 +28,7 @@ from core.contract import (
     TASK_QUEUE,
     WORKFLOW_TYPE,
     ActionResult,
+    CaseResult,
     CaseState,
     Query,
     RefundRequest,
@@ -92,7 +93,7 @@ class CaseClient:
         try:
             handle = await self.client.start_workflow(
                 WORKFLOW_TYPE, request, id=case_id, task_queue=self.task_queue,
-                result_type=CaseState,
+                result_type=CaseResult,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(search_attributes_of(initial)),

@@ -43,6 +43,7 @@ from core.models import (
     case_id_for,
 )
 from policies.facts import PolicyDecision, RiskLevel
+from policies.model import Policy
 
 __all__ = [
     "ACTION_REFUSED",
@@ -58,8 +59,10 @@ __all__ = [
     "ApproveSignal",
     "Assessment",
     "CaseProgress",
+    "CaseResult",
     "CaseState",
     "CaseStatus",
+    "ContinuedCase",
     "CustomerReplySignal",
     "Denial",
     "DenySignal",
@@ -187,6 +190,15 @@ class CaseProgress(BaseModel):
                                                         "questions")
     email_events_seen: list[str] = Field(default_factory=list, description="sg_event_ids")
     search_attributes_written: bool = False
+    # Waiting for the customer's reply (kept so a continued run resumes the same wait).
+    info_reply_by: datetime | None = None
+    info_reminded: bool = False
+    replies_at_ask: int = 0
+    # Bounds: what a customer sends cannot grow the state without limit.
+    replies_received: int = Field(0, description="every reply, kept or not")
+    replies_omitted: int = Field(0, description="oldest replies no longer kept in full")
+    timeline_omitted: int = Field(0, description="timeline entries compacted away")
+    runs: int = Field(1, description="1 + times the case continued as new")
 
 
 class CaseState(BaseModel):
@@ -241,6 +253,24 @@ class CaseState(BaseModel):
         facts = self.facts
         return (facts.currency if facts and facts.currency else None) \
             or self.request.currency or "usd"
+
+
+class CaseResult(BaseModel):
+    """What a finished case returns: small on purpose (the whole case is the `state`
+    query, which a closed case still answers)."""
+
+    case_id: str
+    status: CaseStatus
+    approved_amount: int | None = None
+    refund_id: str | None = None
+
+
+class ContinuedCase(BaseModel):
+    """What a case carries into its next run when it continues as new: its whole state
+    and the policy it pinned (the policy file may have changed since)."""
+
+    state: CaseState
+    policy: Policy
 
 
 def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:

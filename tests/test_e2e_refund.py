@@ -73,7 +73,8 @@ async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
         state = await _until(handle, lambda s: s.waiting_for == "the customer's feedback")
         assert await cli("feedback", case_id, "--rating", "4", "--comment", "fine") == 0
         assert await cli("status", case_id) == 0
-        state = await handle.result()
+        await handle.result()
+        state = await handle.query(RefundCase.state)
         await record_history(handle, "e2e_agent_approve")
         run_id = (await handle.describe()).run_id
         assert await cli(*reopen) == 0  # even once closed: no second run of the case
@@ -128,7 +129,8 @@ async def test_demo_seeds_a_charge_and_opens_a_case(
         handle = dev_env.client.get_workflow_handle_for(RefundCase.run, case_id)
         state = await _until(handle, lambda s: s.waiting_for == "the customer's feedback")
         await handle.signal(RefundCase.feedback, FeedbackSignal(rating=5))
-        state = await handle.result()
+        await handle.result()
+        state = await handle.query(RefundCase.state)
     assert state.status == "completed"
     assert state.decision is not None and state.decision.outcome == "approve"
     assert state.refund is not None and state.refund.amount == 4900

@@ -22,15 +22,17 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_are_recorded() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"e2e_agent_approve", "two_approvers", "ack_sla_breach"} <= names
+    assert {"e2e_agent_approve", "two_approvers", "ack_sla_breach", "continued_as_new"} <= names
 
 
 def workflow_id(history_json: str) -> str:
     """The case id, from the recorded RefundRequest input (the workflow reads its own id,
     e.g. to tell its refunds from others, so the replay must use the same one)."""
     started = json.loads(history_json)["events"][0]["workflowExecutionStartedEventAttributes"]
-    request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
-    return f"refund-{request['request_id']}"
+    start = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    if "state" in start:  # a run that continued a case: its ContinuedCase
+        return str(start["state"]["case_id"])
+    return f"refund-{start['request_id']}"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

@@ -29,7 +29,7 @@ from activities.stripe_models import (
     StripeFacts,
 )
 from core.case_client import CaseClient
-from core.contract import CaseState
+from core.contract import CaseResult, CaseState
 from core.models import RefundReason, RefundRequest
 from policies.loader import load_policy
 from policies.model import Policy
@@ -171,7 +171,7 @@ class Case:
         self.task_queue = f"tq-{uuid.uuid4().hex[:8]}"
         self.worker = Worker(env.client, task_queue=self.task_queue, workflows=[RefundCase],
                              activities=fakes.activities())
-        self.handle: WorkflowHandle[RefundCase, CaseState]
+        self.handle: WorkflowHandle[RefundCase, CaseResult]
 
     async def __aenter__(self) -> Case:
         await self.worker.__aenter__()
@@ -202,11 +202,13 @@ class Case:
         return await self.until(lambda s: s.status == status, f"status {status}")
 
     async def result(self) -> CaseState:
-        return await self.handle.result()
+        """The finished case's state (its result is only a small summary)."""
+        await self.handle.result()
+        return await self.state()
 
 
 async def start(client: Client, req: RefundRequest, task_queue: str
-                ) -> WorkflowHandle[RefundCase, CaseState]:
+                ) -> WorkflowHandle[RefundCase, CaseResult]:
     """Started as every case is, through the CaseClient."""
     started = await CaseClient(client, task_queue=task_queue).start(req)
     assert started.handle is not None, f"{req.case_id} was started before"

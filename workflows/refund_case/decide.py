@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from .policy import evaluate_case
     from .runtime import CaseRuntime, iso
 
+AGENT_WAIT = "an agent's decision"
 # What the approval email promises: the money is back on the card within this time.
 REFUND_ARRIVAL = timedelta(days=10)
 
@@ -40,34 +41,46 @@ class Refusal:
     reason: str
 
 
-async def decide(rt: CaseRuntime) -> int | None:
-    """Until the case is approved (the amount) or closed (None)."""
+async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
+    """Until the case is approved (the amount) or closed (None). `resumed`: a continued
+    run picks up the wait for people (an agent, or the customer's reply) it left."""
+    case = rt.case
     undeliverable = False
-    while True:
-        decision = evaluate_case(rt)
-        # After Stripe refused a refund, the policy decides nothing on its own.
-        by_policy = not rt.case.progress.agent_must_decide
-        if not by_policy and not workflow.patched(patches.AGENT_AFTER_REFUSAL):
-            by_policy = decision.outcome != "approve"  # cases started before the fix
-        if undeliverable:
-            pass  # our questions cannot reach the customer: an agent decides
-        elif decision.outcome == "approve" and by_policy:
-            rt.case.approved_amount = decision.amount
-            rt.set_status(CaseStatus.approved, f"the policy approves {rt.money(decision.amount)}"
-                          f" ({', '.join(decision.clause_ids)})", actor="policy")
-            await send_approval(rt, decision.amount)
-            return decision.amount
-        elif decision.outcome == "deny" and by_policy:
-            await send_denial(rt, Denial(by="policy", clause_id=decision.clause_ids[0]))
+    action: AgentDecision | None = None
+    if resumed and case.status == CaseStatus.awaiting_agent and case.decision is not None:
+        action = await _await_agents(rt, case.decision, resumed=True)
+    elif resumed and case.status == CaseStatus.awaiting_info:
+        asked = await ask(rt, case.questions, "", resumed=True)
+        if asked == "abandoned":
             return None
-        elif decision.outcome == "need_info" and by_policy:
-            asked = await ask(rt, decision.questions, "policy")
-            if asked == "abandoned":
+        undeliverable = asked == "undeliverable"
+    while True:
+        if action is None:
+            decision = evaluate_case(rt)
+            # After Stripe refused a refund, the policy decides nothing on its own.
+            by_policy = not case.progress.agent_must_decide
+            if not by_policy and not workflow.patched(patches.AGENT_AFTER_REFUSAL):
+                by_policy = decision.outcome != "approve"  # cases started before the fix
+            if undeliverable:
+                pass  # our questions cannot reach the customer: an agent decides
+            elif decision.outcome == "approve" and by_policy:
+                case.approved_amount = decision.amount
+                rt.set_status(CaseStatus.approved, f"the policy approves "
+                              f"{rt.money(decision.amount)} ({', '.join(decision.clause_ids)})",
+                              actor="policy")
+                await send_approval(rt, decision.amount)
+                return decision.amount
+            elif decision.outcome == "deny" and by_policy:
+                await send_denial(rt, Denial(by="policy", clause_id=decision.clause_ids[0]))
                 return None
-            undeliverable = asked == "undeliverable"
-            continue
-        action = await _await_agents(rt, decision, undeliverable=undeliverable)
-        undeliverable = False
+            elif decision.outcome == "need_info" and by_policy:
+                asked = await ask(rt, decision.questions, "policy")
+                if asked == "abandoned":
+                    return None
+                undeliverable = asked == "undeliverable"
+                continue
+            action = await _await_agents(rt, decision, undeliverable=undeliverable)
+            undeliverable = False
         if action.kind == "approve":
             await send_approval(rt, action.amount)
             return action.amount
@@ -75,6 +88,7 @@ async def decide(rt: CaseRuntime) -> int | None:
             await send_denial(rt, action.denial)
             return None
         asked = await ask(rt, action.questions, f"agent:{action.agent}")
+        action = None
         if asked == "abandoned":
             return None
         undeliverable = asked == "undeliverable"
@@ -107,8 +121,34 @@ async def send_denial(rt: CaseRuntime, denial: Denial) -> None:
 
 
 async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
-                        undeliverable: bool = False) -> AgentDecision:
-    """Wait for an agent's decision, escalating once past the SLA."""
+                        undeliverable: bool = False, resumed: bool = False) -> AgentDecision:
+    """Wait for an agent's decision, escalating once past the SLA. `resumed`: a continued
+    run keeps the approvals so far and the deadline of the wait it left."""
+    case = rt.case
+    sla = rt.policy.sla.agent_decision
+    timeout: timedelta | None = sla
+    if resumed:
+        first_wait = case.waiting_for == AGENT_WAIT and case.deadline is not None
+        timeout = max(case.deadline - workflow.now(), timedelta(seconds=1)) \
+            if first_wait and case.deadline else None
+    else:
+        await _hand_to_agents(rt, decision, undeliverable)
+
+    def decided() -> bool:
+        return case.progress.agent_decision is not None
+
+    if timeout is not None and not await rt.wait(AGENT_WAIT, decided, timeout, case.deadline
+                                                 if resumed else None, may_continue=True):
+        await rt.breach("agent_decision", f"No agent decided within {sla}")
+    if not decided():
+        await rt.wait(f"{AGENT_WAIT} (escalated)", decided, None, may_continue=True)
+    assert case.progress.agent_decision is not None
+    return case.progress.agent_decision
+
+
+async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverable: bool
+                          ) -> None:
+    """A new round for agents, with why the policy does not decide alone."""
     case = rt.case
     case.progress.agent_decision = None
     case.approvals = []
@@ -128,16 +168,6 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
         await rt.notify_ops("info_undeliverable", why,
                             f"undeliverable_{case.progress.info_rounds}")
     rt.set_status(CaseStatus.awaiting_agent, why, actor="policy")
-    sla = rt.policy.sla.agent_decision
-
-    def decided() -> bool:
-        return case.progress.agent_decision is not None
-
-    if not await rt.wait("an agent's decision", decided, sla):
-        await rt.breach("agent_decision", f"No agent decided within {sla}")
-        await rt.wait("an agent's decision (escalated)", decided, None)
-    assert case.progress.agent_decision is not None
-    return case.progress.agent_decision
 
 
 # --- agents' actions: one validation (read-only) and one way to apply each ---

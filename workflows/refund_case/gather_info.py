@@ -24,35 +24,61 @@ with workflow.unsafe.imports_passed_through():
 
 AskOutcome = Literal["replied", "abandoned", "undeliverable"]
 
+# What a case keeps of its replies (the signals themselves stay in the event history).
+MAX_REPLY_CHARS = 4_000
+MAX_REPLIES_KEPT = 20
+MAX_DOCUMENTS = 100
+MAX_NAME_CHARS = 200
+MAX_EMAIL_EVENTS_KEPT = 500
 
-async def ask(rt: CaseRuntime, questions: list[str], asked_by: str) -> AskOutcome:
-    """"replied": the case is re-evaluated; "undeliverable": an agent takes over."""
+
+async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
+              resumed: bool = False) -> AskOutcome:
+    """"replied": the case is re-evaluated; "undeliverable": an agent takes over.
+    `resumed`: a continued run picks up the wait where the last run left it."""
     case, progress, sla = rt.case, rt.case.progress, rt.policy.sla
-    progress.info_rounds += 1
-    progress.info_undeliverable = False
-    rounds = progress.info_rounds
-    reply_by = workflow.now() + sla.info_timeout
-    case.questions = list(questions)
-    rt.set_status(CaseStatus.awaiting_info, f"{len(questions)} question(s) for the customer",
-                  actor=asked_by)
-    context = {"questions": list(questions), "reply_by": iso(reply_by)}
-    seen = len(case.replies)  # before the email: a quick reply must count
-    await rt.email("info_request", f"info_request_{rounds}", context)
+    if not resumed:
+        progress.info_rounds += 1
+        progress.info_undeliverable = False
+        progress.info_reminded = False
+        progress.info_reply_by = workflow.now() + sla.info_timeout
+        case.questions = list(questions)
+        rt.set_status(CaseStatus.awaiting_info, f"{len(questions)} question(s) for the "
+                      "customer", actor=asked_by)
+        progress.replies_at_ask = progress.replies_received  # a quick reply must count
+    rounds, reply_by = progress.info_rounds, progress.info_reply_by
+    assert reply_by is not None
+    context = {"questions": list(case.questions), "reply_by": iso(reply_by)}
+    if not resumed:
+        await rt.email("info_request", f"info_request_{rounds}", context)
 
     def replied() -> bool:
-        return len(case.replies) > seen
+        return progress.replies_received > progress.replies_at_ask
 
     def answered_or_bounced() -> bool:
         return replied() or progress.info_undeliverable
 
-    if not await rt.wait("the customer's reply", answered_or_bounced, sla.info_reminder,
-                         reply_by):
-        await rt.email("reminder", f"reminder_{rounds}", context)
+    async def reminded_wait() -> bool:
         left = max(reply_by - workflow.now(), timedelta(seconds=1))
-        if not await rt.wait("the customer's reply (reminded)", answered_or_bounced, left):
-            rt.set_status(CaseStatus.abandoned, f"no reply to our questions by {iso(reply_by)}")
-            await rt.email("abandoned", "abandoned", {"questions": list(questions)})
-            return "abandoned"
+        return await rt.wait("the customer's reply (reminded)", answered_or_bounced, left,
+                             may_continue=True)
+
+    if progress.info_reminded:  # a continued run, after the reminder
+        answered = await reminded_wait()
+    else:
+        remind_in = sla.info_reminder if not resumed else max(
+            reply_by - sla.info_timeout + sla.info_reminder - workflow.now(),
+            timedelta(seconds=1))
+        answered = await rt.wait("the customer's reply", answered_or_bounced, remind_in,
+                                 reply_by, may_continue=True)
+        if not answered:
+            await rt.email("reminder", f"reminder_{rounds}", context)
+            progress.info_reminded = True
+            answered = await reminded_wait()
+    if not answered:
+        rt.set_status(CaseStatus.abandoned, f"no reply to our questions by {iso(reply_by)}")
+        await rt.email("abandoned", "abandoned", {"questions": list(case.questions)})
+        return "abandoned"
     if not replied():
         return "undeliverable"
     case.questions = []
@@ -62,14 +88,27 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str) -> AskOutcom
 
 def on_reply(rt: CaseRuntime, sig: CustomerReplySignal) -> None:
     """A reply (inbound email, API or CLI): kept with its new documents, whatever the
-    case's state; a rating in a reply to the follow-up email is feedback."""
-    case = rt.case
-    case.replies.append(sig)
-    new = [a for a in sig.attachments if a not in case.documents]
+    case's state; a rating in a reply to the follow-up email is feedback. What is kept is
+    bounded (the latest replies, each capped), so no customer can outgrow the case."""
+    case, progress = rt.case, rt.case.progress
+    progress.replies_received += 1
+    kept = sig
+    if len(sig.text) > MAX_REPLY_CHARS:
+        kept = sig.model_copy(update={"text": sig.text[:MAX_REPLY_CHARS]})
+    case.replies.append(kept)
+    if len(case.replies) > MAX_REPLIES_KEPT:
+        del case.replies[0]
+        progress.replies_omitted += 1
+    room = max(0, MAX_DOCUMENTS - len(case.documents))
+    new = [a[:MAX_NAME_CHARS] for a in dict.fromkeys(sig.attachments)
+           if a[:MAX_NAME_CHARS] not in case.documents][:room]
     case.documents.extend(new)
     line = f"The customer replied by {sig.channel}"
     if new:
         line += f" with {', '.join(new)}"
+    if len(sig.text) > MAX_REPLY_CHARS:
+        line += (f" ({len(sig.text):,} characters; the first {MAX_REPLY_CHARS:,} are kept "
+                 "in the case)")
     if case.status != CaseStatus.awaiting_info:
         line += f" (no question was open: the case is {case.status})"
     rt.record("customer_replied", line, actor="customer", attachments=new)
@@ -87,6 +126,7 @@ def on_email_event(rt: CaseRuntime, sig: EmailEventSignal) -> None:
         if sig.sg_event_id in progress.email_events_seen:
             return  # SendGrid delivers events at least once
         progress.email_events_seen.append(sig.sg_event_id)
+        del progress.email_events_seen[:-MAX_EMAIL_EVENTS_KEPT]
     rt.record("email_event", f"Email {sig.template or ''} to {sig.email}: {sig.event}"
               f"{' (' + sig.reason + ')' if sig.reason else ''}", actor="sendgrid",
               event=sig.event, template=sig.template)

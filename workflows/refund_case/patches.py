@@ -6,3 +6,4 @@ ACK_FAILURE_BREACH = "ack-failure-is-breach"
 UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
 FEEDBACK_BY_EMAIL = "feedback-by-email"
 REFUND_REVERSAL = "refund-reversal"
+CONTINUE_AS_NEW = "continue-as-new"  # long waits for people continue in a fresh history

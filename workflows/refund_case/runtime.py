@@ -28,14 +28,25 @@ with workflow.unsafe.imports_passed_through():
     from policies.model import Policy
 
 
+# The state stays bounded whatever a customer sends: the timeline keeps its first entries
+# and its latest ones (Temporal's event history keeps every signal and activity).
+MAX_TIMELINE = 400
+TIMELINE_HEAD = 40
+
+
 class CaseClosed(Exception):
     """A withdraw or dispute signal closed the case while it waited for something else."""
+
+
+class ContinueAsNewNow(Exception):
+    """Temporal suggests a fresh history and the case waits for people: a safe point."""
 
 
 class CaseRuntime:
     def __init__(self, case: CaseState) -> None:
         self.case = case
         self._policy: Policy | None = None
+        self.may_continue = False  # cases started before continue-as-new never do
 
     # --- the policy pinned for the case ---
 
@@ -53,6 +64,26 @@ class CaseRuntime:
     def record(self, kind: str, message: str, /, *, actor: str = "system", **data: Any) -> None:
         self.case.timeline.append(TimelineEntry(at=workflow.now(), actor=actor, kind=kind,
                                                 message=message, data=data))
+        if len(self.case.timeline) > MAX_TIMELINE:
+            self._compact_timeline()
+
+    def _compact_timeline(self) -> None:
+        """Drop the oldest entries after the first TIMELINE_HEAD, leaving one marker."""
+        timeline, progress = self.case.timeline, self.case.progress
+        marked = progress.timeline_omitted > 0
+        start = TIMELINE_HEAD + int(marked)
+        drop = len(timeline) - MAX_TIMELINE + (0 if marked else 1)
+        del timeline[start:start + drop]
+        progress.timeline_omitted += drop
+        marker = TimelineEntry(
+            at=workflow.now(), actor="system", kind="timeline_compacted",
+            message=f"{progress.timeline_omitted} older entries are not kept in the case's "
+                    "state; Temporal's event history has every signal and activity",
+            data={"omitted": progress.timeline_omitted})
+        if marked:
+            timeline[TIMELINE_HEAD] = marker
+        else:
+            timeline.insert(TIMELINE_HEAD, marker)
 
     def set_status(self, status: CaseStatus, why: str, *, actor: str = "system") -> None:
         if status == self.case.status:
@@ -82,19 +113,30 @@ class CaseRuntime:
             raise CaseClosed(self.case.progress.closing)
 
     async def wait(self, what: str, condition: Callable[[], bool],
-                   timeout: timedelta | None, deadline: datetime | None = None) -> bool:
+                   timeout: timedelta | None, deadline: datetime | None = None, *,
+                   may_continue: bool = False) -> bool:
         """Wait for `condition` (or a closing signal) up to `timeout`, showing in the UI
-        what the case waits for. False on timeout; raises CaseClosed when closed."""
+        what the case waits for. False on timeout; raises CaseClosed when closed, and
+        ContinueAsNewNow (with the wait still shown) when `may_continue` and Temporal
+        suggests a fresh history."""
         if deadline is None and timeout is not None:
             deadline = workflow.now() + timeout
         self.show_waiting(what, deadline)
+
+        def fresh_history_due() -> bool:
+            return (may_continue and self.may_continue
+                    and workflow.info().is_continue_as_new_suggested()
+                    and workflow.all_handlers_finished())
+
         try:
             await workflow.wait_condition(
-                lambda: self.case.progress.closing is not None or condition(),
-                timeout=timeout, timeout_summary=what)
+                lambda: self.case.progress.closing is not None or condition()
+                or fresh_history_due(), timeout=timeout, timeout_summary=what)
             met = True
         except TimeoutError:
             met = False
+        if met and self.case.progress.closing is None and not condition():
+            raise ContinueAsNewNow
         self.show_waiting(None, None)
         self.checkpoint()
         return met

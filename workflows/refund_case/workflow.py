@@ -16,7 +16,9 @@ with workflow.unsafe.imports_passed_through():
         ACTION_REFUSED,
         ActionResult,
         ApproveSignal,
+        CaseResult,
         CaseState,
+        ContinuedCase,
         CustomerReplySignal,
         DenySignal,
         DisputeOpenedSignal,
@@ -35,28 +37,44 @@ with workflow.unsafe.imports_passed_through():
     from .gather_info import on_email_event, on_reply
     from .policy import load_policy
     from .refund import on_refund_update, refund, report_failed
-    from .runtime import CaseClosed, CaseRuntime
+    from .runtime import CaseClosed, CaseRuntime, ContinueAsNewNow
     from .special import close_if_disputed, on_dispute, on_withdraw
 
 
 @workflow.defn(name="RefundCase")
 class RefundCase:
+    # The input is the customer's RefundRequest; a case that continued as new receives
+    # its ContinuedCase instead (one argument: the SDK decodes typed arguments by count).
     @workflow.init
-    def __init__(self, request: RefundRequest) -> None:
-        self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id, request=request,
-                                        documents=list(request.documents)))
+    def __init__(self, start: RefundRequest | ContinuedCase) -> None:
+        if isinstance(start, ContinuedCase):  # the same case, with its pinned policy
+            self.rt = CaseRuntime(start.state)
+            self.rt.pin_policy(start.policy)
+        else:
+            self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
+                                            request=start, documents=list(start.documents)))
 
     @workflow.run
-    async def run(self, request: RefundRequest) -> CaseState:
+    async def run(self, start: RefundRequest | ContinuedCase) -> CaseResult:
         rt = self.rt
-        rt.record("received", f"Refund request {request.request_id} received "
-                              f"({request.reason.value})", actor="customer")
-        rt.keep_search_attributes()
+        request = rt.case.request
+        continued = start if isinstance(start, ContinuedCase) else None
+        if continued is None:
+            rt.may_continue = workflow.patched(patches.CONTINUE_AS_NEW)
+            rt.record("received", f"Refund request {request.request_id} received "
+                                  f"({request.reason.value})", actor="customer")
+            rt.keep_search_attributes()
+        else:
+            rt.may_continue = True
+            rt.case.progress.runs += 1
+            rt.record("continued", f"Continued in a fresh history (run {rt.case.progress.runs})"
+                      f" while waiting for {rt.case.waiting_for}")
         try:
-            await load_policy(rt)                     # 3. the policy in force, pinned
-            await acknowledge(rt)                     # 1. acknowledge within the SLA
-            await assess_case(rt)                     # 2. assess validity and risk
-            amount = await decide.decide(rt)          # 3-5. policy, questions, agents
+            if continued is None:
+                await load_policy(rt)                 # 3. the policy in force, pinned
+                await acknowledge(rt)                 # 1. acknowledge within the SLA
+                await assess_case(rt)                 # 2. assess validity and risk
+            amount = await decide.decide(rt, resumed=continued is not None)  # 3-5
             while amount is not None:
                 outcome = await refund(rt, amount)    # 6. refund exactly once
                 if outcome == "refunded" and not await follow_up(rt):  # 7. follow up
@@ -71,9 +89,15 @@ class RefundCase:
                 amount = await decide.decide(rt)
         except CaseClosed:
             pass  # the signal handler recorded why and told whoever needs to know
+        except ContinueAsNewNow:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(ContinuedCase(state=rt.case, policy=rt.policy))
         rt.show_waiting(None, None)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return rt.case
+        case = rt.case
+        return CaseResult(case_id=case.case_id, status=case.status,
+                          approved_amount=case.approved_amount,
+                          refund_id=case.refund.refund_id if case.refund else None)
 
     def _close_if_disputed(self) -> None:
         if workflow.patched(patches.AGENT_AFTER_REFUSAL):
