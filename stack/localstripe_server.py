@@ -3,10 +3,11 @@ file of our choosing, bound to loopback only, writes that stay cheap as data acc
 and Stripe's idempotent requests.
 
 localstripe always pickles its store to the fixed path /tmp/localstripe.pickle, rewrites
-it whole on every write, listens on every interface and ignores `Idempotency-Key`. This
-wrapper keeps the state in `--state-file` (written at checkpoints and on stop, see
-`stack.localstripe_state`), binds 127.0.0.1 and replays the first answer to a repeated
-idempotency key (see `stack.stripe_idempotency`). localstripe itself is not modified.
+it whole on every write, scans every object to list one type, listens on every interface
+and ignores `Idempotency-Key`. This wrapper keeps the state in `--state-file` (written at
+checkpoints and on stop, see `stack.localstripe_state`), lists from an index by type
+(`stack.localstripe_index`), binds 127.0.0.1 and replays the first answer to a repeated
+idempotency key (`stack.stripe_idempotency`). localstripe's files are not modified.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from localstripe import resources, server
 
+from stack import localstripe_index
 from stack.localstripe_state import CHECKPOINT_SECONDS, LocalstripeState
 from stack.stripe_idempotency import IdempotencyRecords, idempotency_middleware
 
@@ -28,6 +30,7 @@ SHUTDOWN_SECONDS = 5  # in-flight requests get this long on stop; then the state
 def build_app(state_file: Path, *, from_scratch: bool = False,
               checkpoint_seconds: float = CHECKPOINT_SECONDS) -> web.Application:
     """localstripe's app with our state handling and idempotency middleware."""
+    localstripe_index.install()
     records = IdempotencyRecords()
     state = LocalstripeState(state_file, resources.store, records)
     records.on_change = state.mark_dirty

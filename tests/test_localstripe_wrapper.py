@@ -173,6 +173,25 @@ def test_requests_without_a_key_are_not_deduplicated(localstripe_url):
     assert sorted(_refunds(localstripe_url, seeded.charge_id)) == sorted([a.id, b.id])
 
 
+# --- listing from the index by type ---------------------------------------------------
+
+
+def test_lists_hold_exactly_the_objects_of_their_type(localstripe_url):
+    client = _client(localstripe_url)
+    seeded = _seed(localstripe_url)
+    second = seed_charge(localstripe_url, API_KEY, email=seeded.email, amount=700,
+                         currency="usd", customer_id=seeded.customer_id)
+    charges = client.v1.charges.list({"customer": seeded.customer_id, "limit": 100}).data
+    assert {c.id for c in charges} == {seeded.charge_id, second.charge_id}
+    assert all(c.object == "charge" for c in charges)
+
+    gone = client.v1.customers.create({"email": f"gone-{uuid.uuid4().hex[:6]}@example.com"})
+    client.v1.customers.delete(gone.id)
+    listed = client.v1.customers.list({"email": gone.email}).data
+    assert listed == []
+    assert client.v1.customers.list({"email": seeded.email}).data[0].id == seeded.customer_id
+
+
 # --- state across stop and start -----------------------------------------------------
 
 
