@@ -22,6 +22,7 @@ import stripe
 from core import binaries
 from core.config import ROOT
 from stack.net import free_port, wait_for_port
+from stack.stripe_idempotency import RETENTION_SECONDS, IdempotencyRecords, SavedResponse
 from stack.stripe_seed import SeededCharge, seed_charge
 from tests.stripe_replay_server import API_KEY
 
@@ -171,6 +172,18 @@ def test_requests_without_a_key_are_not_deduplicated(localstripe_url):
     b = client.v1.refunds.create({"charge": seeded.charge_id, "amount": 100})
     assert a.id != b.id
     assert sorted(_refunds(localstripe_url, seeded.charge_id)) == sorted([a.id, b.id])
+
+
+def test_a_key_is_forgotten_after_24_hours():
+    """Stripe prunes keys once they are at least 24 hours old; a later request with the
+    same key is a new request."""
+    records = IdempotencyRecords()
+    saved = SavedResponse(method="POST", path="/v1/refunds", params_digest="d", saved_at=0.0,
+                          status=200, content_type="application/json", body=b"{}")
+    records.save("k", saved)
+    assert records.get("k", now=RETENTION_SECONDS - 1) == saved
+    assert records.get("k", now=RETENTION_SECONDS) is None
+    assert "k" not in records.saved
 
 
 # --- listing from the index by type ---------------------------------------------------
