@@ -10,11 +10,17 @@ If any child dies, the supervisor stops all the others and exits non-zero with a
 naming the child and the end of its log. It does not restart it: on a developer machine a
 crash is a bug to see, not to hide behind a restart loop (docker-compose restarts in
 production).
+
+Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops every child in turn, the last started first. The
+signal handler only records the request, which the supervisor acts on between steps, so a
+second or third Ctrl-C can never interrupt a stop half-way and leave a child (the Temporal
+dev server holding its ports) behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,10 +38,16 @@ from core.contract import TASK_QUEUE
 from stack.net import port_open
 
 STOP_GRACE_SECONDS = 10
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StackError(RuntimeError):
     """The stack could not start; the message says which part and why."""
+
+
+class StopRequested(Exception):
+    """A stop signal arrived: raised by the supervisor at a safe point, never from the
+    signal handler itself."""
 
 
 @dataclass
@@ -60,13 +72,14 @@ class Child:
         return None if self.proc is None else self.proc.poll()
 
     def stop(self) -> None:
+        """SIGTERM to the child's whole process group, SIGKILL after the grace period."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        _signal_group(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def tail(self, lines: int = 20) -> str:
@@ -76,9 +89,22 @@ class Child:
             return "(no log)"
 
 
+def _say(fd: int, line: str) -> None:
+    """Write from a signal handler: unbuffered, and never raising into the main code."""
+    with contextlib.suppress(OSError):
+        os.write(fd, (line + "\n").encode())
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group has just exited
+        os.killpg(pgid, signum)
+
+
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.stop_signal: int | None = None  # set by the signal handler, nothing else
+        self._told_busy = False
         self.data = settings.DATA_DIR
         self.logs = self.data / "logs"
         self.children: list[Child] = []
@@ -160,13 +186,31 @@ class Stack:
         self._wait(api, lambda: _http_ok(self._api_url() + "/healthz"), 60, "/healthz")
 
     def _launch(self, child: Child) -> Child:
-        child.start()
+        self._check_stop()
         self.children.append(child)
+        child.start()
         return child
+
+    def _check_stop(self) -> None:
+        if self.stop_signal is not None:
+            raise StopRequested
+
+    def request_stop(self, signum: int) -> None:
+        """The signal handler: record the first request and say so, once; say once that
+        later ones change nothing. Written with os.write: print could re-enter a write
+        the main code is in the middle of."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            _say(1, "\nStopping Refund Desk...")
+        elif not self._told_busy:
+            self._told_busy = True
+            _say(2, f"Still stopping Refund Desk: each process is stopped in turn (up to "
+                    f"{STOP_GRACE_SECONDS} s each), please wait.")
 
     def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
+            self._check_stop()
             code = child.exited()
             if code is not None:
                 raise StackError(
@@ -194,8 +238,10 @@ class Stack:
             return False
 
     def watch(self) -> str:
-        """Block until a child dies; return a message naming it."""
+        """Block until a child dies (return a message naming it) or a stop is requested
+        (raise StopRequested)."""
         while True:
+            self._check_stop()
             for child in self.children:
                 code = child.exited()
                 if code is not None:
@@ -204,8 +250,13 @@ class Stack:
             time.sleep(0.5)
 
     def stop(self) -> None:
+        """Stop every child, the last started first; one that fails to stop does not keep
+        the others running."""
         for child in reversed(self.children):
-            child.stop()
+            try:
+                child.stop()
+            except OSError as exc:
+                print(f"could not stop {child.name}: {exc}", file=sys.stderr, flush=True)
 
     def _ui_url(self) -> str:
         return f"http://127.0.0.1:{self.s.TEMPORAL_UI_PORT}"
@@ -244,13 +295,10 @@ def main(argv: list[str]) -> int:
         return 2
     stack = Stack(settings)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
     # Installed explicitly: a shell without job control starts background jobs with SIGINT
-    # ignored, and Python then never raises KeyboardInterrupt.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    # ignored. The handler raises nothing (see the module docstring).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, _frame: stack.request_stop(signum))
     started = time.monotonic()
     try:
         stack.start()
@@ -261,9 +309,11 @@ def main(argv: list[str]) -> int:
     except StackError as exc:
         print(f"Refund Desk did not start: {exc}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        print("\nStopping Refund Desk...", flush=True)
+    except StopRequested:  # the handler has said "Stopping"
         return 0
     finally:
         stack.stop()
+        # Nothing is left to stop: a late Ctrl-C must not turn a clean exit into 130.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         print("Stopped.", flush=True)

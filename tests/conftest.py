@@ -53,7 +53,8 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """localstripe on a free loopback port with its own state file."""
+    """localstripe on a free loopback port with its own state file, through the same
+    wrapper as `make run` (stack/localstripe_server.py: Stripe's idempotency keys)."""
     port = free_port()
     state: Path = tmp_path_factory.mktemp("localstripe") / "state.pickle"
     proc = subprocess.Popen(

@@ -1,10 +1,11 @@
 """`make run` end to end: the supervisor brings the stack up on free ports, everything is
-healthy, cases survive a restart, and a dead worker stops the stack with a clear message
-and no process or port left behind."""
+healthy, cases and Stripe data survive a restart, and a dead worker or repeated Ctrl-C
+stops the stack with no process or port left behind."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import stripe
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -27,6 +29,7 @@ from core.client import connect
 from core.config import DEV_INBOUND_SECRET, ROOT, load_settings
 from core.contract import TASK_QUEUE
 from stack.net import free_port, port_open
+from stack.stripe_seed import seed_charge
 
 pytestmark = pytest.mark.stack
 
@@ -64,18 +67,22 @@ class RunningStack:
 
     def child_pids(self, name: str) -> list[int]:
         """Processes started by the supervisor whose command line mentions `name`."""
+        return [pid for pid, cmd in self.children().items() if name in cmd]
+
+    def children(self) -> dict[int, str]:
+        """The supervisor's child processes: pid -> command line."""
         assert self.proc is not None
-        found = []
+        found = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                cmd = _cmdline(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == self.proc.pid and name in cmd:
-                found.append(int(entry.name))
+            if ppid == self.proc.pid:
+                found[int(entry.name)] = cmd
         return found
 
     def stop(self) -> None:
@@ -95,6 +102,19 @@ class RunningStack:
 
     def settings(self):
         return load_settings(TEMPORAL_ADDRESS=self.env["TEMPORAL_ADDRESS"])
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _still_running(pid: int, cmd: str) -> bool:
+    """`pid` is still the process we saw (same command line) and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and _cmdline(pid) == cmd
+    except (OSError, IndexError):
+        return False
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -175,6 +195,9 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
         assert docs == 200
         _inbound_secrets_stay_out_of_the_api_log(stack)
         asyncio.run(_check_temporal(stack.settings()))
+        stripe_url = f"http://127.0.0.1:{stack.ports['LOCALSTRIPE_PORT']}"
+        seeded = seed_charge(stripe_url, "sk_test_stack", email="kept@example.com",
+                             amount=2500, currency="eur")
 
         workers = stack.child_pids("worker.py")
         assert len(workers) == 1
@@ -191,6 +214,10 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
     again.start()
     try:
         assert asyncio.run(_probe_survived(again.settings())) == "RUNNING"
+        # localstripe's state was saved when the first stack stopped it.
+        kept = stripe.StripeClient("sk_test_stack", base_addresses={"api": stripe_url},
+                                   max_network_retries=0).v1.charges.retrieve(seeded.charge_id)
+        assert (kept.amount, kept.currency) == (2500, "eur")
         again.proc.send_signal(signal.SIGINT)
         code, out = again.finish()
     finally:
@@ -198,3 +225,32 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
     assert code == 0, out
     assert "Stopped." in out
     assert _wait_until(again.ports_closed)
+
+
+def test_repeated_ctrl_c_during_shutdown_still_stops_every_child(tmp_path):
+    """Ctrl-C pressed again and again while the stack stops: every child is still
+    stopped (the Temporal dev server included) and every port is freed."""
+    stack = RunningStack(tmp_path)
+    stack.start()
+    children = stack.children()
+    try:
+        names = " ".join(children.values())
+        for part in ("temporal", "stack.localstripe_server", "worker.py", "uvicorn"):
+            assert part in names, names
+        deadline = time.monotonic() + 90
+        while stack.proc.poll() is None and time.monotonic() < deadline:
+            stack.proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        code, out = stack.finish()
+    finally:
+        stack.stop()
+        survivors = {pid: cmd for pid, cmd in children.items() if _still_running(pid, cmd)}
+        for pid in survivors:  # never leave them behind for the next run
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert not survivors, f"left running: {survivors}\n{out}"
+    assert code == 0, out
+    assert out.count("Stopping Refund Desk...") == 1, out
+    assert out.count("Still stopping Refund Desk") == 1, out
+    assert "Stopped." in out.splitlines(), out
+    assert _wait_until(stack.ports_closed), "a port is still bound after the stack stopped"

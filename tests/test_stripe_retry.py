@@ -21,9 +21,11 @@ def _refunds_in_localstripe(url: str, charge_id: str) -> list[stripe.Refund]:
     return client.v1.refunds.list({"charge": charge_id}).data
 
 
-def _input(charge_id: str) -> CreateRefundInput:
-    return CreateRefundInput(case_id="refund-req_lost", charge_id=charge_id, amount=4900,
-                             currency="usd", idempotency_key="refund-req_lost:refund",
+def _input(charge_id: str, case_id: str = "refund-req_lost") -> CreateRefundInput:
+    """One case id per test: Stripe (and our localstripe wrapper) refuses a key reused
+    with other parameters, and the tests share one localstripe."""
+    return CreateRefundInput(case_id=case_id, charge_id=charge_id, amount=4900,
+                             currency="usd", idempotency_key=f"{case_id}:refund",
                              reason_tag="billing_error")
 
 
@@ -59,16 +61,17 @@ async def test_retry_after_a_failure_before_stripe_reuses_the_idempotency_key(
                          currency="usd")
     stripe_replay.reply("POST", "/v1/refunds", "api_error_500")  # not forwarded: nothing refunded
     env = ActivityEnvironment()
+    inp = _input(seeded.charge_id, "refund-req_retry")
 
     with pytest.raises(ApplicationError) as err:
-        await env.run(stripe_replay_acts.stripe_create_refund, _input(seeded.charge_id))
+        await env.run(stripe_replay_acts.stripe_create_refund, inp)
     assert err.value.type == "StripeTransient"
     assert _refunds_in_localstripe(localstripe_url, seeded.charge_id) == []
 
-    result = await env.run(stripe_replay_acts.stripe_create_refund, _input(seeded.charge_id))
+    result = await env.run(stripe_replay_acts.stripe_create_refund, inp)
 
     assert not result.reused and result.amount == 4900
     assert [r.id for r in _refunds_in_localstripe(localstripe_url, seeded.charge_id)] == [
         result.refund_id]
     keys = [p.headers.get("Idempotency-Key") for p in stripe_replay.seen("POST", "/v1/refunds")]
-    assert keys == ["refund-req_lost:refund", "refund-req_lost:refund"]
+    assert keys == ["refund-req_retry:refund", "refund-req_retry:refund"]
