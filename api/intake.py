@@ -14,27 +14,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api import signatures
+from api.bodies import BodyTooLarge, read_limited
+from api.cases import start_case
+from api.deps import AppSettings, get_client
 from api.logging import annotate
-from api.temporal import RPC_TIMEOUT, get_client, temporal_call
-from core import search_attributes as sa
-from core.config import TASK_QUEUE, Settings
-from core.models import CaseStatus, RefundRequest
+from core.models import RefundRequest
 
 router = APIRouter(tags=["webhooks"])
 
-WORKFLOW_TYPE = "RefundCase"  # by name: the API never imports the workflow module
 MAX_BODY_BYTES = 256 * 1024
 OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
+__all__ = ["OPENED_BY", "CaseStarted", "router", "start_case", "started_response"]
 
 
 class CaseStarted(BaseModel):
@@ -42,68 +34,10 @@ class CaseStarted(BaseModel):
     status: str = Field(description="started (202) or duplicate (200)", examples=["started"])
 
 
-def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
-    """What makes the case findable the moment it starts (the workflow keeps them current)."""
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(sa.STATUS, CaseStatus.received.value),
-        SearchAttributePair(sa.REASON, request.reason.value),
-        SearchAttributePair(sa.CUSTOMER, request.customer_email),
-    ]
-    if request.charge_id:
-        pairs.append(SearchAttributePair(sa.CHARGE_ID, request.charge_id))
-    if request.currency:
-        pairs.append(SearchAttributePair(sa.CURRENCY, request.currency))
-    if request.amount is not None:
-        pairs.append(SearchAttributePair(sa.AMOUNT, request.amount))
-    return TypedSearchAttributes(pairs)
-
-
-async def start_case(client: Client, request: RefundRequest, task_queue: str = TASK_QUEUE,
-                     *, memo: dict[str, Any] | None = None) -> tuple[str, bool]:
-    """Start the case; (case id, False) when this request id was seen before."""
-    case_id = request.case_id
-    try:
-        async with temporal_call("start case"):
-            await client.start_workflow(
-                WORKFLOW_TYPE,
-                request,
-                id=case_id,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=initial_search_attributes(request),
-                memo=memo,
-                rpc_timeout=RPC_TIMEOUT,
-            )
-    except WorkflowAlreadyStartedError:
-        return case_id, False
-    return case_id, True
-
-
 def started_response(case_id: str, started: bool) -> JSONResponse:
     if started:
         return JSONResponse({"case_id": case_id, "status": "started"}, status_code=202)
     return JSONResponse({"case_id": case_id, "status": "duplicate"}, status_code=200)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refusing (BodyTooLarge) a declared Content-Length above `limit` before
-    reading a byte, and a streamed body as soon as it passes `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -152,15 +86,15 @@ _OPENAPI = {
         200: {"model": CaseStarted, "description": "Repeated delivery: the existing case"},
         401: {"description": "Missing, malformed, wrong or expired signature"},
         413: {"description": "Body too large"},
-        422: {"description": "Not a valid RefundRequest (field errors in `detail`)"},
+        422: {"description": "Not a valid RefundRequest (field errors in `detail`), e.g. an "
+                            "amount above 99999999, the most Stripe holds"},
         503: {"description": "Temporal unreachable: retry"},
     },
     openapi_extra=_OPENAPI,
 )
-async def refund_request_webhook(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
+async def refund_request_webhook(request: Request, settings: AppSettings) -> JSONResponse:
     try:
-        body = await read_limited(request)
+        body = await read_limited(request, MAX_BODY_BYTES)
     except BodyTooLarge:
         annotate(request, outcome="too_large")
         return JSONResponse({"detail": f"body too large (limit {MAX_BODY_BYTES} bytes)"},

@@ -1,6 +1,7 @@
 """The API's Temporal client, connected lazily (the API starts even when Temporal is still
 coming up) and injectable for tests, plus one rule for errors: anything that means
-"Temporal did not take it" becomes 503, so webhook senders retry and nothing is lost."""
+"Temporal did not take it" becomes 503, so webhook senders retry and nothing is lost.
+No FastAPI here: the dependency that hands the client to handlers is api.deps.get_client."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
-from fastapi import Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -47,12 +47,6 @@ class ClientProvider:
             return self._client
 
 
-async def get_client(request: Request) -> Client:
-    """FastAPI dependency: the shared client, or 503."""
-    provider: ClientProvider = request.app.state.clients
-    return await provider.get()
-
-
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
@@ -70,3 +64,7 @@ async def temporal_call(what: str) -> AsyncIterator[None]:
         raise TemporalUnavailable(f"{what}: {status} {exc}") from None
     except TimeoutError:
         raise TemporalUnavailable(f"{what}: timed out") from None
+
+
+# api.agents still imports the client dependency from here; it lives in api.deps.
+from api.deps import get_client as get_client  # noqa: E402
