@@ -342,9 +342,17 @@ def _mime_attachments(message: MimeMessage, body: MimeMessage | None) -> list[At
     return found
 
 
+# The email package raises assorted types on hostile MIME (IndexError for `From: <`,
+# HeaderParseError, ...): the two guards below catch anything, around its calls only.
+
+
 def _header(message: MimeMessage, name: str) -> str:
-    value = message.get(name)
-    return str(value) if value is not None else ""
+    """A header's decoded value; "" when absent or unparseable (the form has its own)."""
+    try:
+        value = message.get(name)
+        return str(value) if value is not None else ""
+    except Exception:
+        return ""
 
 
 def read_mime(raw: bytes) -> tuple[MimeMessage, str, list[Attachment]]:
@@ -354,10 +362,6 @@ def read_mime(raw: bytes) -> tuple[MimeMessage, str, list[Attachment]]:
         assert isinstance(message, MimeMessage)  # policy.default builds EmailMessages
         text, body = _mime_body(message)
         attachments = _mime_attachments(message, body)
-        for name in ("from", "to", "cc", "subject"):
-            _header(message, name)  # parse the headers used later, here, under the guard
-    # The email package raises assorted types (IndexError, HeaderParseError, ...) on
-    # hostile MIME; nothing but the email package runs inside this try.
     except Exception as exc:
         raise UnreadableMail(f"{type(exc).__name__}: {exc}"[:300]) from None
     return message, text, attachments
@@ -408,6 +412,10 @@ _EXTRA_HEADERS = [
     r"^((?:> ?)*[^\n]{1,200}(?:書きました|님이\s?작성)\s?[:：])$",  # other ja / ko clients
     r"^(_{20,})$",  # Outlook's rule above its From:/Sent: block
 ]
+# Phones' sign-offs the library lacks ("내 iPhone에서 보냄" ends, not starts, its line).
+_EXTRA_SIGNATURES = [r"내 \S+에서 보냄", r"\S+から送信", r"发自我的\s?\S+",
+                     r"Von meinem \S+ gesendet", r"Envoy\u00e9 de mon \S+"]
+_OWN_PATTERNS = {"wrote_header": _EXTRA_HEADERS, "signatures": _EXTRA_SIGNATURES}
 
 
 class _Reply(ReplyMessage):
@@ -415,30 +423,47 @@ class _Reply(ReplyMessage):
 
     def _get_language_regex(self, language: str, regex_key: str) -> str:
         if language == _OWN:
-            return "|".join(_EXTRA_HEADERS) if regex_key == "wrote_header" else ""
+            return "|".join(_OWN_PATTERNS.get(regex_key, []))
         return str(super()._get_language_regex(language, regex_key))
 
 
-_SIGN_OFF = re.compile(
-    r"^(?:> ?)*(?:[-_]{2,}|" + "|".join(
-        f"(?:{phrase})" for lang in _LANGUAGES
-        for key in ("signatures", "sent_from")
-        for phrase in ([MAIL_LANGUAGES[lang].get(key)] if isinstance(
-            MAIL_LANGUAGES[lang].get(key), str) else MAIL_LANGUAGES[lang].get(key) or [])
-        if phrase) + ")",
-    re.IGNORECASE)
+def _phrases(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+# Every sign-off the parser knows (the library's, in our languages, and ours), at the start
+# of a line; `_is_signature` looks at what follows it.
+_SIGN_OFF = re.compile(r"^(?:> ?)*(?:[-_]{2,}|" + "|".join(
+    f"(?:{phrase})" for phrase in [*_EXTRA_SIGNATURES, *(
+        p for lang in _LANGUAGES for key in ("signatures", "sent_from")
+        for p in _phrases(MAIL_LANGUAGES[lang].get(key)))]) + ")", re.IGNORECASE)
 
 
 def _is_signature(block: str) -> bool:
-    """The library cuts from a sign-off ("Thanks,", "Sent from my") to the end; take that
-    cut only when the sign-off's line carries no more than a name or a link (so "Thanks,
-    ticket 4411 attached" stays) and the block is signature-sized."""
-    lines = [line for line in block.strip().split("\n") if line.strip()]
-    if not lines or len(lines) > 8:
+    """The library takes a sign-off ("Thanks,", "Best regards", "Sent from my") to the
+    end as a signature; agree only when the sign-off's line carries no more than a name
+    or a link (so "Thanks, ticket 4411 attached" stays) and the block is signature-sized:
+    a few short lines, not the customer's next paragraph."""
+    lines = [line.strip() for line in block.strip().split("\n") if line.strip()]
+    if not lines or len(lines) > 8 or any(len(line.split()) > 8 for line in lines[1:]):
         return False
-    rest = _SIGN_OFF.sub("", lines[0].strip(), count=1)
-    rest = re.sub(r"<[^<>]*>", "", rest).strip(" ,.!:;-")
+    rest = re.sub(r"<[^<>]*>", "", _SIGN_OFF.sub("", lines[0], count=1)).strip(" ,.!:;-")
     return len(rest.split()) <= 2 and not any(c.isdigit() for c in rest)
+
+
+def _without_signature(text: str, signature: re.Pattern[str]) -> str:
+    """`text` up to the first of the library's signature matches that `_is_signature`
+    accepts."""
+    start = 0
+    while (found := signature.search(text, start)) is not None:
+        if _is_signature(found.group()):
+            return text[:found.start()]
+        leading = len(found.group()) - len(found.group().lstrip())
+        first_line = found.group()[leading:].split("\n", 1)[0]
+        start = found.start() + leading + max(1, len(first_line))  # on from its next line
+    return text
 
 
 def _fold(line: str) -> str:
@@ -469,6 +494,5 @@ def extract_reply(text: str) -> str:
     new = reply.full_body
     for disclaimer in reply.disclaimers:
         new = new.replace(disclaimer, "")
-    if reply.signatures and _is_signature(reply.signatures.replace(_FOLD_MARK + "\n", "")):
-        new = new.replace(reply.signatures, "")
+    new = _without_signature(new, message.SIGNATURE_REGEX)
     return new.replace(_FOLD_MARK + "\n", "").replace(_FOLD_MARK, "").strip()
