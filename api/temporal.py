@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -66,5 +67,11 @@ async def temporal_call(what: str) -> AsyncIterator[None]:
         raise TemporalUnavailable(f"{what}: timed out") from None
 
 
-# api.agents still imports the client dependency from here; it lives in api.deps.
-from api.deps import get_client as get_client  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """`from api.temporal import get_client` (api.agents still does) finds the dependency
+    in api.deps without this module importing FastAPI."""
+    if name == "get_client":
+        from api.deps import get_client
+
+        return get_client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -386,6 +386,11 @@ def test_unknown_and_malformed_events():
 def test_charge_lookup_query_refuses_anything_but_a_charge_id():
     assert open_cases_query("ch_1") == ("WorkflowType = 'RefundCase' AND ExecutionStatus = "
                                         "'Running' AND RefundChargeId = 'ch_1'")
+    # SEPA Direct Debit, ACH and other non-card payments have py_ charge ids
+    assert open_cases_query("py_1Sepa").endswith("RefundChargeId = 'py_1Sepa'")
+    for not_a_charge in ("pi_1", "pyr_1", "py_", "py_1' OR '1'='1"):
+        with pytest.raises(ValueError):
+            open_cases_query(not_a_charge)
     with pytest.raises(ValueError):
         open_cases_query("ch_1' OR RefundChargeId != '")
 
