@@ -42,8 +42,9 @@ from core.reply_address import parse_reply_address, verify_tag
 MAX_ATTACHMENTS = 50
 MAX_NAME_CHARS = 255
 MAX_HTML_CHARS = 1_000_000  # HTML beyond this is not read (the reply is at its top)
-REPLY_INPUT_CHARS = 60_000  # unquoted text handed to the reply parser (cost bound)
+REPLY_INPUT_CHARS = 30_000  # unquoted text handed to the reply parser (cost bound)
 FOLD_AT = 200  # longer lines are folded for the parser (its patterns are quadratic)
+_SIGNATURE_TRIES = 5
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -455,9 +456,11 @@ def _is_signature(block: str) -> bool:
 
 def _without_signature(text: str, signature: re.Pattern[str]) -> str:
     """`text` up to the first of the library's signature matches that `_is_signature`
-    accepts."""
+    accepts (among the first few: each match scans to the end of the text)."""
     start = 0
-    while (found := signature.search(text, start)) is not None:
+    for _ in range(_SIGNATURE_TRIES):
+        if (found := signature.search(text, start)) is None:
+            break
         if _is_signature(found.group()):
             return text[:found.start()]
         leading = len(found.group()) - len(found.group().lstrip())
