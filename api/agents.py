@@ -11,29 +11,27 @@ authentication and validation, so a bad request is a 4xx even while Temporal is 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError as RPCTimeoutOrCancelledError
 from temporalio.common import SearchAttributeKey
 
+from api.deps import Actor, Agent, get_cases, get_client
 from api.intake import CaseStarted, started_response
 from api.logging import annotate
-from api.temporal import RPC_TIMEOUT, get_cases, get_client, temporal_call
+from api.temporal import RPC_TIMEOUT, temporal_call
 from core import search_attributes as sa
 from core.case_client import (
     ActionRefused,
     CaseIsClosed,
     CaseNotFound,
 )
-from core.config import AgentIdentity, Settings
 from core.contract import (
     CASE_ID,
     ActionResult,
@@ -49,57 +47,14 @@ from core.contract import (
 from core.models import check_email
 
 router = APIRouter(prefix="/cases", tags=["agents"])
-bearer = HTTPBearer(auto_error=False, description="A token from AGENT_TOKENS")
 
 UPDATE_TIMEOUT_SECONDS = 30.0
 # The SDK re-issues the update (and its result poll) while the server answers "not yet
 # accepted", each call with the full rpc_timeout: a local backstop bounds the total.
 UPDATE_BACKSTOP_SECONDS = 5.0
-ACTING_ROLES = frozenset({"agent", "lead"})
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 CASE_SLOW = ("the case did not answer in time (is the worker running?); the action may "
              "still be applied: check GET /cases/{id} before retrying")
-
-
-# --- authentication -------------------------------------------------------------------
-
-
-def identify(tokens: dict[str, AgentIdentity], given: str) -> AgentIdentity | None:
-    """The identity of `given`, comparing with every configured token in constant time
-    (no early exit, so timing says nothing about which token was close)."""
-    found = None
-    given_bytes = given.encode()
-    for token, identity in tokens.items():
-        if hmac.compare_digest(token.encode(), given_bytes):
-            found = identity
-    return found
-
-
-async def current_agent(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> AgentIdentity:
-    settings: Settings = request.app.state.settings
-    identity = identify(settings.AGENT_TOKENS, credentials.credentials) if credentials else None
-    if identity is None:
-        annotate(request, outcome="unauthorized")
-        raise HTTPException(401, "missing or unknown bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    annotate(request, agent=identity.agent)
-    return identity
-
-
-async def acting_agent(
-    request: Request, identity: Annotated[AgentIdentity, Depends(current_agent)]
-) -> AgentIdentity:
-    if identity.role not in ACTING_ROLES:
-        annotate(request, outcome="forbidden")
-        raise HTTPException(403, f"role {identity.role!r} can only read cases")
-    return identity
-
-
-Agent = Annotated[AgentIdentity, Depends(current_agent)]
-Actor = Annotated[AgentIdentity, Depends(acting_agent)]
 
 
 def _case_id(request: Request, case_id: str) -> str:

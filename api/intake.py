@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from api import signatures
+from api.bodies import BodyTooLarge, read_limited
+from api.deps import AppSettings, get_cases
 from api.logging import annotate
-from api.temporal import get_cases, temporal_call
-from core.config import Settings
+from api.temporal import temporal_call
 from core.contract import RefundRequest
 
 router = APIRouter(tags=["webhooks"])
@@ -35,26 +36,6 @@ def started_response(case_id: str, started: bool) -> JSONResponse:
     if started:
         return JSONResponse({"case_id": case_id, "status": "started"}, status_code=202)
     return JSONResponse({"case_id": case_id, "status": "duplicate"}, status_code=200)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refusing (BodyTooLarge) a declared Content-Length above `limit` before
-    reading a byte, and a streamed body as soon as it passes `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -104,15 +85,15 @@ _OPENAPI = {
         200: {"model": CaseStarted, "description": "Repeated delivery: the existing case"},
         401: {"description": "Missing, malformed, wrong or expired signature"},
         413: {"description": "Body too large"},
-        422: {"description": "Not a valid RefundRequest (field errors in `detail`)"},
+        422: {"description": "Not a valid RefundRequest (field errors in `detail`), e.g. an "
+                            "amount above 99999999, the most Stripe holds"},
         503: {"description": "Temporal unreachable: retry"},
     },
     openapi_extra=_OPENAPI,
 )
-async def refund_request_webhook(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
+async def refund_request_webhook(request: Request, settings: AppSettings) -> JSONResponse:
     try:
-        body = await read_limited(request)
+        body = await read_limited(request, MAX_BODY_BYTES)
     except BodyTooLarge:
         annotate(request, outcome="too_large")
         return JSONResponse({"detail": f"body too large (limit {MAX_BODY_BYTES} bytes)"},

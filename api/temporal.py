@@ -1,6 +1,7 @@
 """The API's Temporal client, connected lazily (the API starts even when Temporal is still
 coming up) and injectable for tests, plus one rule for errors: anything that means
-"Temporal did not take it" becomes 503, so webhook senders retry and nothing is lost."""
+"Temporal did not take it" becomes 503, so webhook senders retry and nothing is lost.
+No FastAPI here: the dependency that hands the client to handlers is api.deps.get_client."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
-from fastapi import Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.case_client import CaseClient, is_not_found
+from core.case_client import is_not_found
 
-__all__ = ["ClientProvider", "TemporalUnavailable", "get_cases", "get_client", "is_not_found",
-           "temporal_call"]
+__all__ = ["ClientProvider", "TemporalUnavailable", "is_not_found", "temporal_call"]
 
 ClientFactory = Callable[[], Awaitable[Client]]
 
@@ -52,16 +51,6 @@ class ClientProvider:
             return self._client
 
 
-async def get_client(request: Request) -> Client:
-    """FastAPI dependency: the shared client, or 503."""
-    provider: ClientProvider = request.app.state.clients
-    return await provider.get()
-
-
-async def get_cases(request: Request) -> CaseClient:
-    """FastAPI dependency: the CaseClient over the shared client, or 503."""
-    return CaseClient(await get_client(request), task_queue=request.app.state.task_queue,
-                      rpc_timeout=RPC_TIMEOUT)
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from activities.stripe_models import RefundResult, StripeFacts
 from core import search_attributes as sa
 from core.models import (
     CASE_ID,
+    CHARGE_ID,
     REQUEST_ID_PATTERN,
     TERMINAL_STATUSES,
     UNDELIVERABLE_EMAIL_EVENTS,
@@ -48,6 +49,7 @@ from policies.model import Policy
 __all__ = [
     "ACTION_REFUSED",
     "CASE_ID",
+    "CHARGE_ID",
     "REQUEST_ID_PATTERN",
     "TASK_QUEUE",
     "TERMINAL_STATUSES",

@@ -79,6 +79,20 @@ def case_id_for(request_id: str) -> str:
     return f"refund-{request_id}"
 
 
+# A Stripe charge id: `ch_` for cards, `py_` for the non-card payments (SEPA Direct Debit,
+# ACH, Bacs...). Bounded: the id becomes the RefundChargeId search attribute, which
+# Temporal caps at 2 KB (a longer one would fail the start, answered 503 and retried
+# forever), and it is quoted into visibility queries, so it allows no quote.
+CHARGE_ID_PATTERN = r"(?:ch|py)_[A-Za-z0-9_]{1,200}"
+CHARGE_ID = re.compile(rf"^{CHARGE_ID_PATTERN}$")
+
+# The largest amount Stripe holds: its `amount` fields take at most eight digits of minor
+# units (99999999 = $999,999.99; https://docs.stripe.com/api/charges/object#charge_object-amount).
+# A larger one could not be charged or refunded; bounding it here also keeps the Int
+# search attribute RefundAmount (int64) valid, so a bad amount is a 422, never a 503.
+MAX_STRIPE_AMOUNT = 99_999_999
+
+
 class RefundRequest(Strict):
     """A customer's refund request, as the billing system or helpdesk sends it."""
 
@@ -89,15 +103,16 @@ class RefundRequest(Strict):
         examples=["req_1042"],
     )
     customer_email: str = Field(examples=["ana@example.com"])
-    # Bounded: the id becomes the RefundChargeId search attribute, which Temporal caps at
-    # 2 KB (a longer one would fail the start, answered 503 and retried forever).
-    charge_id: str | None = Field(None, pattern=r"^ch_[A-Za-z0-9_]{1,200}$",
-                                  examples=["ch_3Pq..."])
+    charge_id: str | None = Field(
+        None, pattern=rf"^{CHARGE_ID_PATTERN}$", examples=["ch_3Pq...", "py_3Pq..."],
+        description="A card charge (ch_) or a non-card payment such as SEPA or ACH (py_).")
     payment_intent_id: str | None = Field(None, pattern=r"^pi_[A-Za-z0-9_]{1,200}$")
     reason: RefundReason
     message: str = Field("", max_length=10_000)
     amount: int | None = Field(
-        None, gt=0, description="Minor units (cents, or yen for JPY). Absent: the policy decides."
+        None, gt=0, description="Minor units (cents, or yen for JPY), at most 99999999 as in "
+                                "Stripe. Absent: the policy decides.",
+        json_schema_extra={"maximum": MAX_STRIPE_AMOUNT},
     )
     currency: str | None = Field(None, examples=["usd"])
     locale: Locale = "en"
@@ -112,6 +127,14 @@ class RefundRequest(Strict):
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
         return normalize_currency(v) if v is not None else None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, v: int | None) -> int | None:
+        if v is not None and v > MAX_STRIPE_AMOUNT:
+            raise ValueError(f"amount {v} is above {MAX_STRIPE_AMOUNT}, the most Stripe can "
+                             "charge or refund (eight digits of minor units)")
+        return v
 
     @model_validator(mode="after")
     def _has_purchase(self) -> RefundRequest:

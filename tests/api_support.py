@@ -4,8 +4,9 @@ signing for each webhook the way its real sender does."""
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,18 +138,32 @@ class StandInHandle:
         return await self.client.on_update(self.id, name, kwargs)
 
 
+class _Listed:
+    def __init__(self, workflow_id: str) -> None:
+        self.id = workflow_id
+
+
 class StandInClient:
     """A Temporal client stand-in for HTTP tests of what the API sends to a case; every
-    case exists and belongs to `customer`. `on_update` decides how updates end."""
+    case exists and belongs to `customer`; `cases_by_charge` are the open cases a
+    visibility query on RefundChargeId finds. `on_update` decides how updates end."""
 
     def __init__(self, customer: str = "ana@example.com",
-                 on_update: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
-                 ) -> None:
+                 on_update: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None,
+                 cases_by_charge: dict[str, list[str]] | None = None) -> None:
         self.customer = customer
         self.signals: list[tuple[str, str, Any]] = []
         self.updates: list[tuple[str, str, dict[str, Any]]] = []
         self.starts: list[tuple[str, Any, dict[str, Any]]] = []
+        self.queries: list[str] = []
+        self.cases_by_charge = cases_by_charge or {}
         self.on_update = on_update or self._no_update
+
+    async def list_workflows(self, query: str, **_: Any) -> AsyncIterator[_Listed]:
+        self.queries.append(query)
+        charge = re.search(r"RefundChargeId = '([^']*)'", query)
+        for workflow_id in self.cases_by_charge.get(charge.group(1) if charge else "", []):
+            yield _Listed(workflow_id)
 
     @staticmethod
     async def _no_update(*_: Any) -> Any:
@@ -168,18 +183,22 @@ def app_with(client: Any, settings: Settings | None = None) -> FastAPI:
     return create_app(settings or api_settings(), factory)
 
 
-def multipart(fields: dict[str, bytes], files: dict[str, tuple[str, bytes]] | None = None
+def multipart(fields: dict[str, bytes],
+              files: dict[str, tuple[str, bytes] | tuple[str, bytes, str]] | None = None
               ) -> tuple[bytes, dict[str, str]]:
     """A multipart/form-data body from raw field bytes, the way SendGrid posts Inbound
-    Parse (each text field in its own charset, named in `charsets`)."""
+    Parse (each text field in its own charset, named in `charsets`; files as
+    (name, content[, content type]))."""
     boundary = "xYzZY-refund-desk"
     parts: list[bytes] = []
     for name, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
                      f"\r\n\r\n".encode() + value + b"\r\n")
-    for name, (filename, content) in (files or {}).items():
+    for name, file in (files or {}).items():
+        filename, content = file[0], file[1]
+        content_type = file[2] if len(file) == 3 else "application/octet-stream"
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                     f'filename="{filename}"\r\nContent-Type: application/octet-stream'
+                     f'filename="{filename}"\r\nContent-Type: {content_type}'
                      f"\r\n\r\n".encode() + content + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"content-type": f"multipart/form-data; boundary={boundary}"}

@@ -183,7 +183,7 @@ async def test_the_same_delivery_twice_gives_one_case(desk: Desk):
 
 
 @pytest.mark.parametrize("variant", ["wrong_secret", "expired", "malformed", "negative_amount",
-                                     "unknown_reason"])
+                                     "amount_beyond_int64", "unknown_reason"])
 async def test_refused_requests_start_nothing(desk: Desk, variant: str):
     import time
 
@@ -198,6 +198,8 @@ async def test_refused_requests_start_nothing(desk: Desk, variant: str):
         body = json.dumps(body).encode()[:-3]
     elif variant == "negative_amount":
         body["amount"] = -100
+    elif variant == "amount_beyond_int64":  # once a 503 from Temporal, retried forever
+        body["amount"] = 2**63
     else:
         body["reason"] = "felt_like_it"
     raw, headers = signed_intake(body, secret=secret, timestamp=timestamp)
@@ -277,6 +279,31 @@ async def test_a_dispute_event_stops_a_refund_not_yet_made(desk: Desk):
     await eventually(lambda: _closed(desk.client, case_id))
     late = await desk.stripe(event)
     assert late.status_code == 200 and late.json()["status"] == "no_case"
+
+
+async def test_refunds_and_disputes_on_a_non_card_payment_reach_its_case(desk: Desk):
+    """A SEPA Direct Debit or ACH payment is a `py_` charge: intake takes it, and Stripe's
+    events about it find the case through RefundChargeId."""
+    charge_id = f"py_{uuid.uuid4().hex[:20]}"
+    resp = await desk.intake(request_body(f"sepa-{uuid.uuid4().hex[:8]}", charge_id=charge_id,
+                                          amount=1234, currency="eur",
+                                          reason="change_of_mind"))
+    assert resp.status_code == 202, resp.text
+    case_id = resp.json()["case_id"]
+    await desk.findable_by_charge(charge_id)
+
+    outside = {"id": f"pyr_{uuid.uuid4().hex[:14]}", "object": "refund", "amount": 1234,
+               "charge": charge_id, "currency": "eur", "metadata": {},
+               "payment_intent": "pi_sepa1", "status": "succeeded"}
+    resp = await desk.stripe(stripe_event("charge.refund.updated", outside))
+    assert resp.json() == {"status": "delivered", "cases": [case_id]}, resp.text
+    dispute = {"id": f"du_{uuid.uuid4().hex[:14]}", "object": "dispute", "charge": charge_id,
+               "reason": "debit_not_authorized", "amount": 1234, "status": "needs_response"}
+    resp = await desk.stripe(stripe_event("charge.dispute.created", dispute))
+    assert resp.json() == {"status": "delivered", "cases": [case_id]}, resp.text
+    state = await desk.reaches(case_id, "disputed")
+    assert state["dispute"]["dispute_id"] == dispute["id"]
+    assert [r["refund_id"] for r in state["external_refunds"]] == [outside["id"]]
 
 
 async def _closed(client: Client, case_id: str) -> bool:

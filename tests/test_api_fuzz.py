@@ -9,15 +9,26 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import stripe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api import signatures
 from api.app import create_app
+from api.sendgrid import MAX_FORM_FIELDS, MAX_FORM_FILES
 from core.reply_address import reply_address
-from tests.api_support import INBOUND_SECRET, STRIPE_SECRET, api_settings, signed_intake
+from tests.api_support import (
+    INBOUND_SECRET,
+    STRIPE_SECRET,
+    api_settings,
+    multipart,
+    request_body,
+    signed_intake,
+)
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -45,14 +56,21 @@ class _NoWorkflows:
 
 
 class RecordingClient:
-    """Records what the API asked of Temporal; refuses a second start of one id."""
+    """Records what the API asked of Temporal; refuses a second start of one id, and an
+    Int search attribute outside int64, as the server does."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.started: set[str] = set()
 
-    async def start_workflow(self, workflow: str, arg: Any, *, id: str, **_: Any) -> None:
+    async def start_workflow(self, workflow: str, arg: Any, *, id: str,
+                             search_attributes: TypedSearchAttributes | None = None,
+                             **_: Any) -> None:
         self.calls.append(("start", id))
+        for pair in search_attributes or []:
+            if isinstance(pair.value, int) and not -2**63 <= pair.value < 2**63:
+                raise RPCError(f"invalid value for search attribute {pair.key.name} of "
+                               "type Int", RPCStatusCode.INVALID_ARGUMENT, b"")
         if id in self.started:
             raise WorkflowAlreadyStartedError(id, workflow)
         self.started.add(id)
@@ -129,8 +147,9 @@ refund_requests = st.fixed_dictionaries(
     {"request_id": st.text(max_size=12), "customer_email": st.sampled_from(
         ["ana@example.com", "nope", "", "B@Example.org"]),
      "reason": st.sampled_from(["technical_issue", "unused", "bored", ""])},
-    optional={"charge_id": st.sampled_from(["ch_1", "ch_", "pi_1", "x"]),
-              "amount": st.integers(-5, 10**9) | st.none() | st.text(max_size=3),
+    optional={"charge_id": st.sampled_from(["ch_1", "ch_", "pi_1", "x", "py_1", "py_"]),
+              "amount": st.integers(-5, 10**9) | st.integers(2**62, 2**70) | st.none()
+              | st.text(max_size=3),
               "currency": st.text(max_size=4), "locale": st.sampled_from(["en", "fr"]),
               "documents": st.lists(st.text(max_size=5), max_size=3),
               "junk": json_values},
@@ -149,6 +168,17 @@ def test_signed_intake_never_500_and_starts_only_valid_requests(body):
         assert starts == [("start", resp.json()["case_id"])]
     else:
         assert starts == []
+
+
+@pytest.mark.parametrize("amount", [2**63, 2**64 + 1, 10**30, 100_000_000])
+def test_signed_intake_with_an_amount_stripe_cannot_hold_is_422_not_503(amount):
+    mark = len(RECORDER.calls)
+    raw, headers = signed_intake(request_body("req_big", amount=amount))
+    resp = HTTP.post("/webhooks/refund-requests", content=raw, headers=headers)
+    assert resp.status_code == 422, resp.text
+    [error] = resp.json()["detail"]
+    assert error["loc"] == ["amount"] and "99999999" in error["msg"]
+    assert _no_calls_since(mark)
 
 
 @FUZZ
@@ -244,3 +274,44 @@ def test_raw_garbage_multipart_is_a_client_error():
                      content=b"--xx\r\ngarbage", headers={
                          "content-type": "multipart/form-data; boundary=xx"})
     assert resp.status_code < 500
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(count=st.integers(0, MAX_FORM_FIELDS + 60), files=st.integers(0, MAX_FORM_FILES + 10),
+       encoding=st.sampled_from(["multipart", "urlencoded"]))
+def test_inbound_with_any_number_of_fields_or_files_never_500(count, files, encoding):
+    """Above the limits SendGrid gets a 200 with a logged refusal (it retries anything
+    but 2xx for days), never a 500."""
+    fields = {"to": TAGGED, "from": "ana@example.com", "text": "hi",
+              **{f"x{i}": "v" for i in range(count)}}
+    if encoding == "urlencoded":
+        resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}", data=fields)
+        refused = len(fields) > MAX_FORM_FIELDS
+    else:
+        body, headers = multipart({k: v.encode() for k, v in fields.items()},
+                                  {f"attachment{i}": (f"f{i}.png", b"x", "image/png")
+                                   for i in range(files)})
+        resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}", content=body,
+                         headers=headers)
+        refused = len(fields) > MAX_FORM_FIELDS or files > MAX_FORM_FILES
+    assert resp.status_code == 200
+    assert (resp.json()["status"] == "refused") == refused
+
+
+mime_heads = st.lists(st.sampled_from([
+    b"From: <", b"From: Ana <ana@example.com>", b"To: " + TAGGED.encode(),
+    b"Content-Type: text/html; charset=x-unknown", b"Content-Type: multipart/mixed; boundary=b",
+    b"Content-Type: text/plain; charset=iso-2022-jp", b"Content-Transfer-Encoding: base64",
+    b"Content-Disposition: attachment; filename*=utf-8''%E3%82", b"Subject: =?utf-8?b?\xff?=",
+]), max_size=6).map(b"\r\n".join)
+
+
+@FUZZ
+@given(head=mime_heads, body=st.binary(max_size=200), sender=st.sampled_from(
+    [b"ana@example.com", b"", b"<"]))
+def test_inbound_raw_mode_with_any_mime_never_500(head, body, sender):
+    fields = {"to": TAGGED.encode(), "from": sender, "email": head + b"\r\n\r\n" + body}
+    content, headers = multipart(fields)
+    resp = HTTP.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}", content=content,
+                     headers=headers)
+    assert resp.status_code == 200

@@ -18,6 +18,7 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from api import agents, signatures
 from api.app import create_app
 from api.intake import MAX_BODY_BYTES
+from core import search_attributes as sa
 from core.reply_address import reply_tag
 from tests.api_support import (
     INBOUND_SECRET,
@@ -141,6 +142,31 @@ async def test_intake_refuses_invalid_bodies_with_field_errors(down, body, field
     assert errors and all("msg" in e for e in errors)
     if field:
         assert any(field in e["loc"] for e in errors)
+
+
+@pytest.mark.parametrize("amount", [2**63, 99_999_999 + 1])
+async def test_intake_refuses_an_amount_stripe_cannot_hold_with_a_clear_422(down, amount):
+    """Not a 503 from Temporal refusing the RefundAmount search attribute, retried forever."""
+    async with http(down) as api:
+        raw, headers = signed_intake(request_body("r1", amount=amount))
+        resp = await api.post("/webhooks/refund-requests", content=raw, headers=headers)
+    assert resp.status_code == 422
+    [error] = resp.json()["detail"]
+    assert error["loc"] == ["amount"]
+    assert "above 99999999, the most Stripe can charge or refund" in error["msg"]
+
+
+async def test_intake_takes_stripes_largest_amount_and_non_card_charge_ids():
+    client = StandInClient()
+    async with http(app_with(client)) as api:
+        for request_id, charge in (("sepa-1", "py_3PqSepa0001"), ("card-1", "ch_3PqCard0001")):
+            raw, headers = signed_intake(request_body(request_id, charge_id=charge,
+                                                      amount=99_999_999, currency="eur"))
+            resp = await api.post("/webhooks/refund-requests", content=raw, headers=headers)
+            assert resp.status_code == 202, resp.text
+    started = {kwargs["id"]: kwargs["search_attributes"] for _, _, kwargs in client.starts}
+    assert started["refund-sepa-1"].get(sa.CHARGE_ID) == "py_3PqSepa0001"
+    assert started["refund-sepa-1"].get(sa.AMOUNT) == 99_999_999
 
 
 async def test_intake_is_503_when_temporal_is_unreachable(down):
@@ -275,6 +301,28 @@ async def test_stripe_signed_garbage_is_400(down):
         resp = await api.post("/webhooks/stripe", content=payload,
                               headers={"Stripe-Signature": header})
     assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("kind, obj", [
+    ("charge.refund.updated", {"id": "pyr_1Sepa", "object": "refund", "status": "succeeded",
+                               "amount": 1234, "currency": "eur", "charge": "py_1Sepa",
+                               "payment_intent": "pi_1Sepa", "metadata": {}}),
+    ("charge.dispute.created", {"id": "du_1Sepa", "object": "dispute", "charge": "py_1Sepa",
+                                "reason": "debit_not_authorized", "amount": 1234,
+                                "status": "needs_response"}),
+])
+async def test_events_on_a_non_card_payment_reach_the_case_open_on_it(kind, obj):
+    """A SEPA or ACH payment's charge id is py_...: its refunds and disputes find the case
+    by RefundChargeId like a card's (they were dropped as `not a charge id`)."""
+    client = StandInClient(cases_by_charge={"py_1Sepa": ["refund-sepa-1"]})
+    payload, headers = signed_stripe(stripe_event(kind, obj))
+    async with http(app_with(client)) as api:
+        resp = await api.post("/webhooks/stripe", content=payload, headers=headers)
+    assert resp.json() == {"status": "delivered", "cases": ["refund-sepa-1"]}, resp.text
+    assert client.queries == ["WorkflowType = 'RefundCase' AND ExecutionStatus = 'Running' "
+                              "AND RefundChargeId = 'py_1Sepa'"]
+    [(case_id, _, signal)] = client.signals
+    assert (case_id, signal.charge_id) == ("refund-sepa-1", "py_1Sepa")
 
 
 # --- sendgrid -------------------------------------------------------------------------

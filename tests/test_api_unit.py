@@ -13,20 +13,20 @@ from fastapi import HTTPException
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from api import signatures
-from api.agents import cases_query, identify
-from api.sendgrid import (
-    attachment_names,
+from api.agents import cases_query
+from api.deps import identify
+from api.email_events import email_event_deliveries
+from api.inbound_mail import (
     bare_address,
     case_from_addresses,
     decode_field,
     decode_fields,
-    email_event_deliveries,
-    event_timestamp_fresh,
+    extract_reply,
+    form_attachments,
     recipients,
-    strip_quoted,
-    verify_event_signature,
 )
-from api.stripe_events import map_event, open_cases_query
+from api.signatures import event_timestamp_fresh, verify_event_signature
+from api.stripe_mapping import map_event, open_cases_query
 from core.config import AgentIdentity, load_settings
 from core.models import DisputeOpenedSignal, RefundUpdateSignal
 from core.reply_address import parse_reply_address, reply_address, reply_tag, verify_tag
@@ -100,7 +100,7 @@ def test_non_ascii_candidate_signature_never_matches():
 # --- quoted history ---------------------------------------------------------------------
 
 
-def test_strip_quoted_drops_gt_lines_and_everything_after_attribution():
+def test_extract_reply_drops_gt_lines_and_everything_after_attribution():
     text = (
         "I bought it on 3 May.\r\n"
         "Receipt attached.\r\n"
@@ -110,10 +110,10 @@ def test_strip_quoted_drops_gt_lines_and_everything_after_attribution():
         "> Thanks\r\n"
         "More history that is not quoted\r\n"
     )
-    assert strip_quoted(text) == "I bought it on 3 May.\nReceipt attached."
+    assert extract_reply(text) == "I bought it on 3 May.\nReceipt attached."
 
 
-def test_strip_quoted_handles_wrapped_attribution_and_inline_quotes():
+def test_extract_reply_handles_wrapped_attribution_and_inline_quotes():
     text = (
         "> earlier line\n"
         "Answer one.\n"
@@ -121,7 +121,7 @@ def test_strip_quoted_handles_wrapped_attribution_and_inline_quotes():
         "refunds+refund-r1@reply.example.com> wrote:\n"
         "old text\n"
     )
-    assert strip_quoted(text) == "Answer one."
+    assert extract_reply(text) == "Answer one."
 
 
 @pytest.mark.parametrize("separator", [
@@ -131,12 +131,12 @@ def test_strip_quoted_handles_wrapped_attribution_and_inline_quotes():
     "2026/05/05 10:00、Refund Desk <refunds@reply.example.com>のメール:",
     "2026년 5월 5일 (월) 오전 10:00, Refund Desk <refunds@reply.example.com>님이 작성:",
 ])
-def test_strip_quoted_knows_other_clients_separators(separator):
-    assert strip_quoted(f"New text\n{separator}\nold text") == "New text"
+def test_extract_reply_knows_other_clients_separators(separator):
+    assert extract_reply(f"New text\n{separator}\nold text") == "New text"
 
 
 def test_on_without_wrote_is_ordinary_text():
-    assert strip_quoted("On Monday the export failed.\nThanks") == (
+    assert extract_reply("On Monday the export failed.\nThanks") == (
         "On Monday the export failed.\nThanks")
 
 
@@ -257,8 +257,8 @@ def test_bare_address_lowercases_and_strips_names():
 
 def test_attachment_names_prefer_attachment_info():
     info = '{"attachment2": {"filename": "b.png"}, "attachment1": {"filename": "receipt.pdf"}}'
-    assert attachment_names(info, []) == ["receipt.pdf", "b.png"]
-    assert attachment_names("[]", []) == []
+    assert [a.name for a in form_attachments(info, [])] == ["receipt.pdf", "b.png"]
+    assert form_attachments("[]", []) == []
 
 
 # --- SendGrid events --------------------------------------------------------------------
@@ -387,6 +387,11 @@ def test_unknown_and_malformed_events():
 def test_charge_lookup_query_refuses_anything_but_a_charge_id():
     assert open_cases_query("ch_1") == ("WorkflowType = 'RefundCase' AND ExecutionStatus = "
                                         "'Running' AND RefundChargeId = 'ch_1'")
+    # SEPA Direct Debit, ACH and other non-card payments have py_ charge ids
+    assert open_cases_query("py_1Sepa").endswith("RefundChargeId = 'py_1Sepa'")
+    for not_a_charge in ("pi_1", "pyr_1", "py_", "py_1' OR '1'='1"):
+        with pytest.raises(ValueError):
+            open_cases_query(not_a_charge)
     with pytest.raises(ValueError):
         open_cases_query("ch_1' OR RefundChargeId != '")
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.stripe_models import GatherFactsInput
+from activities.stripe_models import CreateRefundInput, GatherFactsInput
 from core.models import RefundReason, RefundRequest
 
 pytest_plugins = ["tests.stripe_fixtures"]
@@ -51,3 +51,55 @@ async def test_subscription_charge_facts(stripe_replay, stripe_replay_acts):
     assert lookup.query["payment[payment_intent]"] == ["pi_3QyAbC2eZvKYlo2C0sub0001"]
     assert lookup.query["expand[0]"] == ["data.invoice"]
     assert len(stripe_replay.requests) == 5  # one call each; no paging past has_more=false
+
+
+SEPA_CHARGE = "py_3QzSepa2eZvKYlo2C0deb0001"
+
+
+def _sepa_recordings(stripe_replay) -> None:
+    for method, path, recording in [
+        ("GET", f"/v1/charges/{SEPA_CHARGE}", "sepa_debit_charge"),
+        ("GET", "/v1/charges", "sepa_debit_customer_charges"),
+        ("GET", "/v1/refunds", "sepa_debit_refunds_none"),
+        ("GET", "/v1/invoice_payments", "sepa_debit_invoice_payments_none"),
+    ]:
+        stripe_replay.reply(method, path, recording, times=None)
+
+
+def _sepa_request() -> RefundRequest:
+    return RefundRequest(request_id="sepa_1", customer_email="lena@example.de",
+                         charge_id=SEPA_CHARGE, reason=RefundReason.unused)
+
+
+async def test_a_sepa_debit_payment_is_looked_up_by_its_py_charge_id(stripe_replay,
+                                                                    stripe_replay_acts):
+    """Non-card payments (SEPA Direct Debit, ACH) have `py_` charge ids; charges.retrieve
+    takes them like `ch_` ones."""
+    _sepa_recordings(stripe_replay)
+    request = _sepa_request()
+    facts = await ActivityEnvironment().run(
+        stripe_replay_acts.stripe_gather_facts,
+        GatherFactsInput(case_id=request.case_id, request=request))
+    assert facts.found and facts.charge_id == SEPA_CHARGE
+    assert (facts.amount, facts.currency, facts.customer_email) == (2900, "eur",
+                                                                    "lena@example.de")
+    assert facts.payment_intent_id == "pi_3QzSepa2eZvKYlo2C0deb0001"
+    assert facts.duplicate_charge_ids == [] and facts.existing_refunds == []
+    [lookup] = stripe_replay.seen("GET", f"/v1/charges/{SEPA_CHARGE}")
+    assert lookup.query["expand[0]"] == ["customer"]
+
+
+async def test_a_sepa_debit_payment_is_refunded_on_its_py_charge(stripe_replay,
+                                                                stripe_replay_acts):
+    _sepa_recordings(stripe_replay)
+    stripe_replay.reply("POST", "/v1/refunds", "sepa_debit_refund_pending")
+    request = _sepa_request()
+    result = await ActivityEnvironment().run(
+        stripe_replay_acts.stripe_create_refund,
+        CreateRefundInput(case_id=request.case_id, charge_id=SEPA_CHARGE, amount=2900,
+                          currency="eur", idempotency_key=f"{request.case_id}:refund"))
+    assert (result.refund_id, result.status, result.charge_id) == (
+        "pyr_1QzSepa2eZvKYlo2C0ref0001", "pending", SEPA_CHARGE)
+    [create] = stripe_replay.seen("POST", "/v1/refunds")
+    assert create.form["charge"] == [SEPA_CHARGE]
+    assert create.headers["Idempotency-Key"] == "refund-sepa_1:refund"
