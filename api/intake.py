@@ -176,7 +176,7 @@ async def refund_request_webhook(request: Request) -> JSONResponse:
     except ValidationError as exc:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
-    annotate(request, case_id=refund_request.case_id)
+    annotate(request, case_id=refund_request.case_id, reason=refund_request.reason.value)
     client = await get_client(request)
     case_id, started = await start_case(client, refund_request, request.app.state.task_queue)
     annotate(request, outcome="started" if started else "duplicate")
