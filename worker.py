@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -89,5 +90,5 @@ if __name__ == "__main__":
     try:
         asyncio.run(main())
     except (ConfigError, TemporalConnectError) as err:
-        print(f"worker: {err}", file=sys.stderr)
-        sys.exit(1)
+        print(f"worker: {err}", file=sys.stderr, flush=True)
+        os._exit(1)  # the SDK runtime can abort a normal exit (sdk-python issue 300)

@@ -58,15 +58,6 @@ class Connection:
                 "api_key": self.api_key, "tls": self.tls,
                 "rpc_metadata": dict(self.rpc_metadata)}
 
-    def describe(self) -> str:
-        """One line for logs: where and how, never a secret."""
-        how = ["TLS" if self.tls else "plaintext"]
-        if self.client_cert:
-            how.append("client certificate")
-        if self.api_key:
-            how.append("API key")
-        return f"{self.target_host} namespace {self.namespace} ({', '.join(how)})"
-
 
 def sdk_environment(settings: Settings) -> dict[str, str]:
     """The environment the SDK's loader sees: the SDK variables Settings read (environment
