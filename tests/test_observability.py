@@ -225,3 +225,15 @@ def sample(text: str, name: str, **labels: str) -> float:
                 total, found = total + s.value, True
     assert found, f"no sample {name}{labels}"
     return total
+
+
+async def test_api_metrics_can_require_a_token():
+    from tests.api_support import app_with
+
+    async with http(app_with(object(), api_settings(METRICS_TOKEN="scrape-me"))) as api:
+        anonymous = await api.get("/metrics")
+        scraped = await api.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert anonymous.status_code == 401 and "refund_desk" not in anonymous.text
+    assert scraped.status_code == 200
+    assert sample(scraped.text, "refund_desk_http_requests_total", route="/metrics",
+                  status="401") == 1
