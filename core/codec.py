@@ -1,8 +1,8 @@
 """Customer data encrypted in Temporal's history: a payload codec with AES-GCM.
 
 Every payload a client or worker of Refund Desk writes (workflow input, signal and update
-arguments, activity inputs and results, query answers, memos, failure messages) is
-serialized, then encrypted here before it leaves the process; Temporal stores only
+arguments, activity inputs and results, query answers, memos, summaries, failure messages)
+is serialized, then encrypted here before it leaves the process; Temporal stores only
 `binary/encrypted` payloads that carry the id of their key in the metadata
 (`encryption-key-id`). Several keys can be loaded at once: the active one
 (PAYLOAD_ENCRYPTION_KEY_ID) encrypts, any known one decrypts, so a key is rotated by adding
@@ -12,8 +12,8 @@ still need reads it.
 A payload that is not encrypted (histories written before encryption was on) is decoded
 as it is. A payload whose key is unknown fails with the key id named.
 
-Search attributes, workflow ids, activity summaries and the timeline's *kinds* are not
-payloads of the codec: keep customer data out of them (core.customer_ref)."""
+Search attributes, workflow ids, task queues and failure types are not payloads of the
+codec: keep customer data out of them (core.customer_ref)."""
 
 from __future__ import annotations
 
