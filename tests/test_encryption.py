@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from google.protobuf.message import Message
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -175,8 +177,11 @@ async def test_temporal_workflow_show_decodes_through_the_codec_server(
         decoded = await _show(dev_env, request.case_id, "--codec-endpoint", endpoint,
                               "--codec-auth", "Bearer tok-vic")
         refused = await _show(dev_env, request.case_id, "--codec-endpoint", endpoint,
-                              "--codec-auth", "Bearer not-a-token", check=False)
+                              "--codec-auth", "Bearer not-a-token", "--command-timeout", "3s",
+                              check=False)
         encrypted = await _show(dev_env, request.case_id)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:
         server.should_exit = True
         await serving
@@ -187,6 +192,10 @@ async def test_temporal_workflow_show_decodes_through_the_codec_server(
     assert json.loads(base64.b64decode(payload["data"]))["customer_email"] == email
     assert email not in json.dumps(encrypted) and marker not in json.dumps(encrypted)
     assert email not in refused
+    outcomes = {(s.labels["route"], s.labels["outcome"]) for f in
+                text_string_to_metric_families(metrics) for s in f.samples
+                if s.name == "refund_desk_api_outcomes_total"}
+    assert {("/codec/decode", "decoded"), ("/codec/decode", "unauthorized")} <= outcomes
 
 
 async def _show(env: WorkflowEnvironment, workflow_id: str, *extra: str,
