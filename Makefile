@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench lock clean
+.PHONY: run test lint bench lock clean test-system-deps
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,26 @@ $(STAMP): requirements.lock
 run: $(STAMP)
 	$(PY) starter.py dev
 
-test: $(STAMP)
+test: $(STAMP) test-system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# tests/test_tls.py puts Debian's nginx (package nginx-light: grpc_pass, mTLS) in front of
+# the dev server. Installed here when missing and we are root with apt; otherwise say how
+# (the test then skips, naming the package).
+test-system-deps:
+	@if ! command -v nginx >/dev/null 2>&1 && ! test -x /usr/sbin/nginx; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx-light for the TLS test (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      nginx-light >/dev/null \
+	    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -q --no-install-recommends nginx-light >/dev/null; }; \
+	  else \
+	    echo "nginx is missing: run 'sudo apt-get install nginx-light' or tests/test_tls.py skips"; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.email_activities import EmailActivities
 from activities.policy_activities import PolicyActivities
 from activities.stripe_activities import StripeActivities
 from core.client import connect
-from core.config import Settings, get_settings
+from core.config import ConfigError, Settings, get_settings
+from core.connection import TemporalConnectError
 from core.contract import TASK_QUEUE
+from core.tracing import configure_tracing
+from core.worker_metrics import DomainMetricsInterceptor, prometheus_runtime
 from workflows.refund_case import RefundCase
 
 
@@ -51,9 +56,12 @@ def build_worker(
     *,
     activity_overrides: Sequence[Callable[..., Any]] | None = None,
     task_queue: str = TASK_QUEUE,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """A worker for RefundCase. `activity_overrides` replace real activities of the same
-    name (tests inject failures this way)."""
+    name (tests inject failures this way). Domain metrics are always recorded (on the
+    client's runtime; nowhere when it has no metrics endpoint); tracing comes with the
+    client's interceptors (core.client)."""
     overrides = {activity_name(fn): fn for fn in activity_overrides or ()}
     activities = [fn for fn in real_activities(settings) if activity_name(fn) not in overrides]
     return Worker(
@@ -61,17 +69,27 @@ def build_worker(
         task_queue=task_queue,
         workflows=[RefundCase],
         activities=[*activities, *overrides.values()],
+        interceptors=[DomainMetricsInterceptor(), *interceptors],
     )
 
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
-    client = await connect(settings)
+    configure_tracing(settings, "refund-desk-worker")
+    address = settings.WORKER_METRICS_ADDRESS
+    runtime = prometheus_runtime(address) if address else None
+    client = await connect(settings, runtime=runtime)
     worker = build_worker(client, settings)
-    logging.info("worker polling %s on %s", TASK_QUEUE, settings.TEMPORAL_ADDRESS)
+    logging.info("worker polling %s on %s; metrics %s", TASK_QUEUE,
+                 client.service_client.config.target_host,
+                 f"http://{address}/metrics" if address else "off")
     await worker.run()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ConfigError, TemporalConnectError) as err:
+        print(f"worker: {err}", file=sys.stderr, flush=True)
+        os._exit(1)  # the SDK runtime can abort a normal exit (sdk-python issue 300)

@@ -32,6 +32,7 @@ from core.case_client import (
     CaseIsClosed,
     CaseNotFound,
 )
+from core.config import Settings
 from core.contract import (
     CASE_ID,
     ActionResult,
@@ -44,6 +45,7 @@ from core.contract import (
     RequestInfoSignal,
     Update,
 )
+from core.customer_ref import customer_ref, is_customer_ref
 from core.models import check_email
 
 router = APIRouter(prefix="/cases", tags=["agents"])
@@ -135,13 +137,15 @@ def _quoted(value: str) -> str:
 
 
 def cases_query(*, status: str | None = None, reason: str | None = None,
-                customer: str | None = None, risk: str | None = None,
+                customer: str | list[str] | None = None, risk: str | None = None,
                 sla_breached: bool | None = None, open_only: bool = False) -> str:
-    """The visibility query for GET /cases."""
+    """The visibility query for GET /cases; several `customer` values match any."""
     clauses = ["WorkflowType = 'RefundCase'"]
     for key, value in ((sa.STATUS, status), (sa.REASON, reason), (sa.CUSTOMER, customer),
                        (sa.RISK, risk)):
-        if value is not None:
+        if isinstance(value, list):
+            clauses.append(f"{key.name} IN ({', '.join(_quoted(v) for v in value)})")
+        elif value is not None:
             clauses.append(f"{key.name} = {_quoted(value)}")
     if sla_breached is not None:
         clauses.append(f"{sa.SLA_BREACHED.name} = {'true' if sla_breached else 'false'}")
@@ -150,25 +154,37 @@ def cases_query(*, status: str | None = None, reason: str | None = None,
     return " AND ".join(clauses)
 
 
+def customer_filter(customer: str, settings: Settings) -> list[str]:
+    """RefundCustomer values for `customer`: an email becomes its keyed hash
+    (core.customer_ref), plus the address itself for cases started before RefundCustomer
+    stopped holding emails; a `cust_…` value is taken as it is."""
+    if is_customer_ref(customer):
+        return [customer]
+    try:
+        email = check_email(customer)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return [customer_ref(email, settings.CUSTOMER_REF_KEY.get_secret_value()), email]
+
+
 @router.get("", response_model=list[CaseSummary], summary="List cases (visibility query)")
 async def list_cases(
     request: Request,
     agent: Agent,
     status: CaseStatus | None = None,
     reason: RefundReason | None = None,
-    customer: Annotated[str | None, Query(examples=["ana@example.com"])] = None,
+    customer: Annotated[str | None, Query(
+        examples=["ana@example.com"],
+        description="An email (matched through its keyed hash) or a RefundCustomer value")] = None,
     risk: Literal["low", "medium", "high"] | None = None,
     sla_breached: bool | None = None,
     open: Annotated[bool, Query(description="Only cases still running")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[CaseSummary]:
-    if customer is not None:
-        try:
-            customer = check_email(customer)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+    settings: Settings = request.app.state.settings
+    customers = None if customer is None else customer_filter(customer, settings)
     query = cases_query(status=status.value if status else None,
-                        reason=reason.value if reason else None, customer=customer,
+                        reason=reason.value if reason else None, customer=customers,
                         risk=risk, sla_breached=sla_breached, open_only=open)
     client = await get_client(request)
     out: list[CaseSummary] = []
@@ -209,7 +225,7 @@ async def get_case(request: Request, case_id: str, agent: Agent) -> JSONResponse
 async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSONResponse:
     """The agent who opened the case is recorded in the workflow's memo (`opened_by`,
     shown by the Temporal UI and `describe`), not in the request itself."""
-    annotate(request, case_id=body.case_id, action="open")
+    annotate(request, case_id=body.case_id, action="open", reason=body.reason.value)
     cases = await get_cases(request)
     async with temporal_call("start case"):
         started = await cases.start(body, opened_by=f"agent:{agent.agent}")

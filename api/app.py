@@ -9,12 +9,17 @@ from datetime import timedelta
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, Field
 
 from api import agents, intake, sendgrid, stripe_events
+from api.codec_server import create_codec_app
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
+from api.metrics import install_metrics
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
+from core import tracing
 from core.client import connect
+from core.codec import codec_from_settings
 from core.config import Settings, get_settings
 from core.contract import TASK_QUEUE
 
@@ -31,14 +36,18 @@ class Health(BaseModel):
 
 
 def create_app(settings: Settings, client_factory: ClientFactory | None = None, *,
-               task_queue: str = TASK_QUEUE) -> FastAPI:
+               task_queue: str = TASK_QUEUE,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The app; `client_factory` (async, returns a temporalio Client) defaults to
-    core.client.connect(settings). `task_queue` is for tests that run their own worker."""
+    core.client.connect(settings). `task_queue` is for tests that run their own worker;
+    `tracer_provider` for tests that capture spans (else core.tracing's, if any)."""
     setup_logging()
     app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.task_queue = task_queue
-    app.state.clients = ClientProvider(client_factory or (lambda: connect(settings)))
+    app.state.clients = ClientProvider(
+        client_factory or (lambda: connect(settings, tracer_provider=tracer_provider)))
+    install_metrics(app, settings)
     app.add_middleware(RequestLogMiddleware)
     if not settings.sendgrid_events_authenticated:  # production refuses this (core.config)
         warning("sendgrid_events_unauthenticated",
@@ -82,7 +91,15 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.include_router(stripe_events.router)
     app.include_router(sendgrid.router)
     app.include_router(agents.router)
+    app.mount("/codec", create_codec_app(settings, codec_from_settings(settings)))
+    tracing.instrument_fastapi(app, tracer_provider)
     return app
 
 
-app = create_app(get_settings())
+def _process_app() -> FastAPI:
+    settings = get_settings()
+    tracing.configure_tracing(settings, "refund-desk-api")
+    return create_app(settings)
+
+
+app = _process_app()

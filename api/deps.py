@@ -39,8 +39,10 @@ async def get_client(request: Request) -> Client:
 
 async def get_cases(request: Request) -> CaseClient:
     """The CaseClient over the shared client (same 503 rule as get_client)."""
+    settings: Settings = request.app.state.settings
     return CaseClient(await get_client(request), task_queue=request.app.state.task_queue,
-                      rpc_timeout=RPC_TIMEOUT)
+                      rpc_timeout=RPC_TIMEOUT,
+                      customer_ref_key=settings.CUSTOMER_REF_KEY.get_secret_value())
 
 
 def identify(tokens: dict[str, AgentIdentity], given: str) -> AgentIdentity | None:

@@ -109,7 +109,7 @@ async def refund_request_webhook(request: Request, settings: AppSettings) -> JSO
     except ValidationError as exc:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
-    annotate(request, case_id=refund_request.case_id)
+    annotate(request, case_id=refund_request.case_id, reason=refund_request.reason.value)
     cases = await get_cases(request)
     async with temporal_call("start case"):
         started = await cases.start(refund_request)

@@ -101,10 +101,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def run(args: argparse.Namespace, client: Client) -> int:
+async def run(args: argparse.Namespace, client: Client, settings: Settings) -> int:
     """One command against Temporal; prints the outcome; returns the exit code."""
     cases = CaseClient(client, task_queue=args.task_queue if args.command == "open"
-                       else TASK_QUEUE)
+                       else TASK_QUEUE,
+                       customer_ref_key=settings.CUSTOMER_REF_KEY.get_secret_value())
     if args.command == "open":
         return await _open(args, cases)
     case = case_id(args.case)
@@ -246,7 +247,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cannot reach Temporal at {settings.TEMPORAL_ADDRESS} ({err}); is the stack "
               "running (python starter.py dev)?", file=sys.stderr)
         return EXIT_TEMPORAL
-    return await run(args, client)
+    return await run(args, client, settings)
 
 
 def main(argv: list[str], *, settings: Settings | None = None) -> int:

@@ -44,7 +44,8 @@ async def open_demo_case(args: argparse.Namespace, settings: Settings) -> Refund
         charge_id=charge.charge_id, reason=args.reason, locale=args.locale,
         message="Demo request opened by `python starter.py demo`.",
     )
-    cases = CaseClient(await connect(settings), task_queue=args.task_queue)
+    cases = CaseClient(await connect(settings), task_queue=args.task_queue,
+                       customer_ref_key=settings.CUSTOMER_REF_KEY.get_secret_value())
     await cases.start(request, opened_by="demo")
     return request
 

@@ -37,6 +37,7 @@ from core.contract import (
     case_id_for,
     search_attributes_of,
 )
+from core.customer_ref import customer_attribute
 
 OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
 
@@ -77,10 +78,14 @@ def is_not_found(exc: BaseException) -> bool:
 
 class CaseClient:
     def __init__(self, client: Client, *, task_queue: str = TASK_QUEUE,
-                 rpc_timeout: timedelta | None = None) -> None:
+                 rpc_timeout: timedelta | None = None,
+                 customer_ref_key: str | None = None) -> None:
+        """`customer_ref_key` (CUSTOMER_REF_KEY) makes started cases findable by customer
+        (`RefundCustomer`); only starting a case needs it."""
         self.client = client
         self.task_queue = task_queue
         self.rpc_timeout = rpc_timeout
+        self.customer_ref_key = customer_ref_key
 
     def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(case_id)
@@ -89,14 +94,17 @@ class CaseClient:
         """Start the case; nothing is started when this request id was seen before, even
         once its case closed (a new run would email and assess the customer again)."""
         case_id = request.case_id
-        initial = CaseState(case_id=case_id, request=request)
+        attributes = search_attributes_of(CaseState(case_id=case_id, request=request))
+        if self.customer_ref_key:
+            attributes.append(customer_attribute(request.customer_email,
+                                                 self.customer_ref_key))
         try:
             handle = await self.client.start_workflow(
                 WORKFLOW_TYPE, request, id=case_id, task_queue=self.task_queue,
                 result_type=CaseResult,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(search_attributes_of(initial)),
+                search_attributes=TypedSearchAttributes(attributes),
                 memo={OPENED_BY: opened_by} if opened_by else None,
                 rpc_timeout=self.rpc_timeout,
             )

@@ -9,7 +9,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_INTAKE_SECRET = "dev-intake-secret"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev_refund_desk"
 DEV_INBOUND_SECRET = "dev-inbound-secret"
+# Development keys of the payload codec and of the customer reference (both refused in
+# production). Fixed, so that the local stack's saved histories stay readable.
+DEV_PAYLOAD_KEY_ID = "dev-1"
+DEV_PAYLOAD_KEY = "cmVmdW5kLWRlc2stZGV2ZWxvcG1lbnQta2V5LTAwMDE="  # 32 bytes, base64
+DEV_CUSTOMER_REF_KEY = "dev-customer-ref-key"
 DEV_AGENT_TOKENS = {
     "dev-alice": {"agent": "alice", "role": "agent"},
     "dev-bob": {"agent": "bob", "role": "agent"},
@@ -41,6 +53,38 @@ class Settings(BaseSettings):
 
     TEMPORAL_ADDRESS: str = "localhost:7233"
     TEMPORAL_NAMESPACE: str = "default"
+    # The Temporal SDK's environment configuration (core.connection reads them through
+    # temporalio.envconfig, together with the profile file). Declared here so that a
+    # `.env` file works for them too and a malformed value is named at start-up.
+    TEMPORAL_API_KEY: SecretStr | None = None
+    TEMPORAL_TLS: bool | None = None
+    TEMPORAL_TLS_SERVER_CA_CERT_PATH: Path | None = None
+    TEMPORAL_TLS_SERVER_CA_CERT_DATA: str | None = None
+    TEMPORAL_TLS_CLIENT_CERT_PATH: Path | None = None
+    TEMPORAL_TLS_CLIENT_CERT_DATA: str | None = None
+    TEMPORAL_TLS_CLIENT_KEY_PATH: Path | None = None
+    TEMPORAL_TLS_CLIENT_KEY_DATA: SecretStr | None = None
+    TEMPORAL_TLS_SERVER_NAME: str | None = None
+    TEMPORAL_PROFILE: str | None = None
+    TEMPORAL_CONFIG_FILE: Path | None = None
+
+    # Payload encryption (core.codec): key id -> base64 AES key (16, 24 or 32 bytes), from
+    # this JSON and/or a key file of the same shape; PAYLOAD_ENCRYPTION_KEY_ID encrypts.
+    # Neither set: the development key (refused in production).
+    PAYLOAD_ENCRYPTION_KEYS: dict[str, SecretStr] = Field(default_factory=dict)
+    PAYLOAD_ENCRYPTION_KEY_FILE: Path | None = None
+    PAYLOAD_ENCRYPTION_KEY_ID: str | None = None
+    # Origins of the Temporal UI allowed to call the codec server (CORS).
+    CODEC_CORS_ORIGINS: list[str] = Field(
+        default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"])
+    # Key of RefundCustomer's keyed hash of the email (core.customer_ref).
+    CUSTOMER_REF_KEY: SecretStr = SecretStr(DEV_CUSTOMER_REF_KEY)
+
+    # Telemetry: the worker's Prometheus endpoint (host:port; unset: off), the bearer
+    # token of the API's /metrics (unset: open) and OTLP traces (unset: off).
+    WORKER_METRICS_ADDRESS: str | None = None
+    METRICS_TOKEN: SecretStr | None = None
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
 
     STRIPE_API_KEY: str = "sk_test_refund_desk_local"
     STRIPE_API_BASE: str = "http://127.0.0.1:8420"
@@ -75,17 +119,48 @@ class Settings(BaseSettings):
     API_PORT: int = Field(8000, ge=1, le=65535)
 
     @field_validator("SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET",
-                     "REPLY_ADDRESS_SECRET", mode="before")
+                     "REPLY_ADDRESS_SECRET", "TEMPORAL_API_KEY", "TEMPORAL_TLS",
+                     "TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_DATA",
+                     "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_CERT_DATA",
+                     "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_CLIENT_KEY_DATA",
+                     "TEMPORAL_TLS_SERVER_NAME", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE",
+                     "PAYLOAD_ENCRYPTION_KEY_FILE", "PAYLOAD_ENCRYPTION_KEY_ID",
+                     "WORKER_METRICS_ADDRESS", "METRICS_TOKEN", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         # docker compose passes `${VAR:-}` as an empty string
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("TEMPORAL_ADDRESS")
+    @field_validator("TEMPORAL_ADDRESS", "WORKER_METRICS_ADDRESS")
     @classmethod
-    def _host_port(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", v):
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", v):
             raise ValueError("expected host:port, e.g. localhost:7233")
+        return v
+
+    @field_validator("TEMPORAL_CONFIG_FILE", "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+                     "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH",
+                     "PAYLOAD_ENCRYPTION_KEY_FILE")
+    @classmethod
+    def _readable_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @field_validator("CODEC_CORS_ORIGINS")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not re.fullmatch(r"https?://[^\s/]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return v
+
+    @field_validator("OTEL_EXPORTER_OTLP_ENDPOINT")
+    @classmethod
+    def _otlp_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+            raise ValueError("expected an http(s) URL, e.g. http://otel-collector:4318")
         return v
 
     @field_validator("STRIPE_API_KEY")
@@ -126,6 +201,13 @@ class Settings(BaseSettings):
                             "SENDGRID_EVENTS_SECRET: the event webhook would accept anything)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):
             problems.append("AGENT_TOKENS: missing (the development tokens are refused)")
+        if not (self.PAYLOAD_ENCRYPTION_KEYS or self.PAYLOAD_ENCRYPTION_KEY_FILE) or any(
+                key.get_secret_value() == DEV_PAYLOAD_KEY
+                for key in self.PAYLOAD_ENCRYPTION_KEYS.values()):
+            problems.append("PAYLOAD_ENCRYPTION_KEYS: missing (or PAYLOAD_ENCRYPTION_KEY_FILE; "
+                            "the development key is refused)")
+        if self.CUSTOMER_REF_KEY.get_secret_value() == DEV_CUSTOMER_REF_KEY:
+            problems.append("CUSTOMER_REF_KEY: missing (the development default is refused)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -277,12 +277,13 @@ class ContinuedCase(BaseModel):
 
 def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
     """The case's search attributes, set at start by the CaseClient and kept current by
-    the workflow: one definition for both."""
+    the workflow: one definition for both. `RefundCustomer` is not among them: it holds a
+    keyed hash of the customer's email (core.customer_ref) that only the starter, which
+    has the key, can compute; the workflow never writes it."""
     request, facts = case.request, case.facts
     values: list[tuple[SearchAttributeKey[Any], Any]] = [
         (sa.STATUS, str(case.status)),
         (sa.REASON, str(request.reason)),
-        (sa.CUSTOMER, request.customer_email),
         (sa.SLA_BREACHED, case.sla_breached),
         (sa.CHARGE_ID, (facts.charge_id if facts and facts.charge_id else None)
          or request.charge_id or request.payment_intent_id),

@@ -14,6 +14,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core import binaries, search_attributes
+from core.codec import codec_from_settings, data_converter
+from core.config import load_settings
 from stack.net import free_port, wait_for_port
 
 
@@ -39,10 +41,12 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (in memory) with our search attributes."""
+    """A real Temporal dev server (in memory) with our search attributes. Its client
+    encrypts like every Refund Desk client (core.client.connect) with the settings' keys
+    (the development key unless the environment sets others), so the two can share cases."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(codec_from_settings(load_settings())),
         search_attributes=search_attributes.ALL,
     )
     try:

@@ -25,6 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 from api import agents
 from api.app import create_app
 from core import search_attributes as sa
+from core.config import DEV_CUSTOMER_REF_KEY
+from core.customer_ref import customer_ref
 from stack.stripe_seed import SeededCharge, seed_charge
 from tests.api_support import (
     INBOUND_SECRET,
@@ -152,7 +154,8 @@ async def test_signed_request_opens_a_findable_case(desk: Desk):
     desc = await desk.client.get_workflow_handle(case_id).describe()
     assert desc.workflow_type == "RefundCase"
     assert desc.typed_search_attributes.get(sa.CHARGE_ID) == charge.charge_id
-    assert desc.typed_search_attributes.get(sa.CUSTOMER) == charge.email
+    assert desc.typed_search_attributes.get(sa.CUSTOMER) == customer_ref(
+        charge.email, DEV_CUSTOMER_REF_KEY)  # a keyed hash, never the address
     assert desc.typed_search_attributes.get(sa.AMOUNT) == 4900
     state = await desk.reaches(case_id, "awaiting_agent")
     assert state["request"]["charge_id"] == charge.charge_id
@@ -468,10 +471,10 @@ async def test_the_customer_filter_finds_an_address_with_a_quote(idle: httpx.Asy
         assert resp.status_code == 200, resp.text
         return resp.json()
     [row] = await eventually(listed)
-    assert row["customer"] == email
+    assert row["customer"] == customer_ref(email, DEV_CUSTOMER_REF_KEY)  # never the address
 
     # a value shaped like an injection is one literal: it matches only its own case
     async def injected() -> list[str]:
         resp = await idle.get("/cases", params={"customer": other}, headers=VIC)
         return [r["customer"] for r in resp.json()]
-    assert await eventually(injected) == [other]
+    assert await eventually(injected) == [customer_ref(other, DEV_CUSTOMER_REF_KEY)]

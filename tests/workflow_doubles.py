@@ -29,6 +29,7 @@ from activities.stripe_models import (
     StripeFacts,
 )
 from core.case_client import CaseClient
+from core.config import DEV_CUSTOMER_REF_KEY
 from core.contract import CaseResult, CaseState
 from core.models import RefundReason, RefundRequest
 from policies.loader import load_policy
@@ -210,7 +211,8 @@ class Case:
 async def start(client: Client, req: RefundRequest, task_queue: str
                 ) -> WorkflowHandle[RefundCase, CaseResult]:
     """Started as every case is, through the CaseClient."""
-    started = await CaseClient(client, task_queue=task_queue).start(req)
+    started = await CaseClient(client, task_queue=task_queue,
+                               customer_ref_key=DEV_CUSTOMER_REF_KEY).start(req)
     assert started.handle is not None, f"{req.case_id} was started before"
     return started.handle
 
