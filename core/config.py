@@ -5,6 +5,7 @@ missing or malformed value fails at start-up with a message naming the variable.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_INTAKE_SECRET = "dev-intake-secret"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev_refund_desk"
 DEV_INBOUND_SECRET = "dev-inbound-secret"
+DEV_CONSOLE_SESSION_SECRET = "dev-console-session-secret"
 DEV_AGENT_TOKENS = {
     "dev-alice": {"agent": "alice", "role": "agent"},
     "dev-bob": {"agent": "bob", "role": "agent"},
@@ -66,6 +68,24 @@ class Settings(BaseSettings):
         default_factory=lambda: {k: AgentIdentity(**v) for k, v in DEV_AGENT_TOKENS.items()}
     )
 
+    # The agent console (/console): signed session cookies; sign-in with an agent token, or
+    # behind an SSO proxy with a trusted header (CONSOLE_TRUSTED_HEADER set).
+    CONSOLE_SESSION_SECRET: str = DEV_CONSOLE_SESSION_SECRET
+    CONSOLE_SESSION_HOURS: float = Field(12, gt=0, le=24 * 30)
+    CONSOLE_COOKIE_SECURE: bool | None = Field(
+        None, description="Secure cookie flag; unset: on in production, off in development")
+    CONSOLE_TRUSTED_HEADER: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9-]+$",
+        description="e.g. X-Forwarded-Email (oauth2-proxy): the proxy's signed-in user")
+    CONSOLE_TRUSTED_PROXIES: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Addresses (CIDR) allowed to send the trusted header")
+    CONSOLE_SSO_USERS: dict[str, AgentIdentity] = Field(
+        default_factory=dict, description="Trusted-header value -> agent id and role")
+    CONSOLE_SSO_DEFAULT_ROLE: Literal["none", "viewer"] = "none"
+    CONSOLE_SIGN_OUT_URL: str | None = Field(
+        None, description="Where sign-out sends the browser in SSO mode, e.g. /oauth2/sign_out")
+
     # Local stack (`make run`): where state lives and which ports it binds.
     DATA_DIR: Path = ROOT / ".data"
     TEMPORAL_PORT: int = Field(7233, ge=1, le=65535)
@@ -75,7 +95,8 @@ class Settings(BaseSettings):
     API_PORT: int = Field(8000, ge=1, le=65535)
 
     @field_validator("SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET",
-                     "REPLY_ADDRESS_SECRET", mode="before")
+                     "REPLY_ADDRESS_SECRET", "CONSOLE_TRUSTED_HEADER", "CONSOLE_SIGN_OUT_URL",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         # docker compose passes `${VAR:-}` as an empty string
@@ -86,6 +107,13 @@ class Settings(BaseSettings):
     def _host_port(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", v):
             raise ValueError("expected host:port, e.g. localhost:7233")
+        return v
+
+    @field_validator("CONSOLE_TRUSTED_PROXIES")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for value in v:
+            ipaddress.ip_network(value, strict=False)  # ValueError names the bad value
         return v
 
     @field_validator("STRIPE_API_KEY")
@@ -124,11 +152,20 @@ class Settings(BaseSettings):
         if not self.sendgrid_events_authenticated:
             problems.append("SENDGRID_EVENTS_PUBLIC_KEY: missing (production needs it or "
                             "SENDGRID_EVENTS_SECRET: the event webhook would accept anything)")
+        if self.CONSOLE_SESSION_SECRET == DEV_CONSOLE_SESSION_SECRET:
+            problems.append("CONSOLE_SESSION_SECRET: missing (the development default is "
+                            "refused)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):
             problems.append("AGENT_TOKENS: missing (the development tokens are refused)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def console_cookie_secure(self) -> bool:
+        if self.CONSOLE_COOKIE_SECURE is not None:
+            return self.CONSOLE_COOKIE_SECURE
+        return self.REFUND_DESK_ENV == "production"
 
     @property
     def sendgrid_enabled(self) -> bool:

@@ -20,6 +20,7 @@ SECRETS = {
     "SENDGRID_INBOUND_SECRET": "inbound-example",
     "INTAKE_WEBHOOK_SECRET": "intake-example",
     "AGENT_TOKENS": '{"t": {"agent": "alice", "role": "agent"}}',
+    "CONSOLE_SESSION_SECRET": "console-example",
 }
 
 

@@ -43,13 +43,15 @@ def test_production_refuses_development_secrets(monkeypatch):
     with pytest.raises(ConfigError) as err:
         load_settings()
     for name in ("INTAKE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "SENDGRID_INBOUND_SECRET",
-                 "SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET", "AGENT_TOKENS"):
+                 "SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET", "AGENT_TOKENS",
+                 "CONSOLE_SESSION_SECRET"):
         assert name in str(err.value)
 
 
 PRODUCTION = {
     "REFUND_DESK_ENV": "production", "INTAKE_WEBHOOK_SECRET": "i", "STRIPE_WEBHOOK_SECRET": "w",
     "SENDGRID_INBOUND_SECRET": "s", "AGENT_TOKENS": '{"t": {"agent": "a"}}',
+    "CONSOLE_SESSION_SECRET": "c",
 }
 
 
