@@ -1,6 +1,6 @@
-"""The Refund Desk HTTP API: `create_app(settings, client_factory)` for tests and
-embedding, `app` for `uvicorn api.app:app` (settings from the environment, the Temporal
-client from core.client.connect, connected on first use)."""
+"""The Refund Desk HTTP API and the agent console (/console): `create_app(settings,
+client_factory)` for tests and embedding, `app` for `uvicorn api.app:app` (settings from the
+environment, the Temporal client from core.client.connect, connected on first use)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+import console
 from api import agents, intake, sendgrid, stripe_events
+from api.docs import add_docs
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
 from core.client import connect
@@ -35,7 +37,9 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     """The app; `client_factory` (async, returns a temporalio Client) defaults to
     core.client.connect(settings). `task_queue` is for tests that run their own worker."""
     setup_logging()
-    app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION)
+    app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
+    add_docs(app)
     app.state.settings = settings
     app.state.task_queue = task_queue
     app.state.clients = ClientProvider(client_factory or (lambda: connect(settings)))
@@ -46,8 +50,10 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
                        "SENDGRID_EVENTS_PUBLIC_KEY or SENDGRID_EVENTS_SECRET")
 
     @app.exception_handler(TemporalUnavailable)
-    async def _temporal_down(request: Request, exc: TemporalUnavailable) -> JSONResponse:
+    async def _temporal_down(request: Request, exc: TemporalUnavailable) -> Response:
         annotate(request, outcome="temporal_unavailable")
+        if request.url.path.startswith(console.CONSOLE_PATH):
+            return console.unavailable(request, str(exc))
         return JSONResponse({"detail": {"error": "temporal_unavailable", "reason": str(exc)}},
                             status_code=503, headers={"Retry-After": "5"})
 
@@ -82,6 +88,7 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.include_router(stripe_events.router)
     app.include_router(sendgrid.router)
     app.include_router(agents.router)
+    console.mount(app, settings)
     return app
 
 

@@ -17,10 +17,11 @@ from typing import Any
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.email_models import SEND_EMAIL, EmailInput, EmailSent
 from activities.policy_activities import LOAD_POLICY
-from core.case_client import CaseClient
+from core.case_client import CaseClient, CaseNotFound, is_not_found
 from core.policy_facts import last_evaluation
 from policies.loader import PolicyError, load_policy
 from policies.model import Policy
@@ -59,6 +60,15 @@ async def _decode(client: Client, payloads: Payloads, kind: type[Any]) -> Any:
 
 async def read_history(client: Client, case_id: str, *, emails: bool = True) -> CaseHistory:
     """The pinned policy and (with `emails`) the emails of the case's current run."""
+    try:
+        return await _read(client, case_id, emails)
+    except RPCError as exc:
+        if is_not_found(exc):
+            raise CaseNotFound(case_id) from None
+        raise
+
+
+async def _read(client: Client, case_id: str, emails: bool) -> CaseHistory:
     out = CaseHistory()
     scheduled: dict[int, str] = {}  # scheduled event id -> activity type
     by_event: dict[int, SentEmail] = {}
@@ -92,8 +102,7 @@ class PinnedPolicies:
     """Policies by version: the file in force when it has the version asked for, else the
     version a case pinned, read once from that case's history and kept."""
 
-    def __init__(self, client: Client, policy_file: Path) -> None:
-        self._client = client
+    def __init__(self, policy_file: Path) -> None:
         self._file = policy_file
         self._known: dict[str, Policy] = {}
         self._file_read = False
@@ -109,11 +118,11 @@ class PinnedPolicies:
         with contextlib.suppress(PolicyError):
             self.remember(load_policy(self._file))
 
-    async def get(self, version: str, case_id: str) -> Policy | None:
+    async def get(self, client: Client, version: str, case_id: str) -> Policy | None:
         """The policy `version` that case `case_id` pinned (None: it pinned none yet)."""
         self._from_file()
         if version not in self._known:
-            history = await read_history(self._client, case_id, emails=False)
+            history = await read_history(client, case_id, emails=False)
             if history.pinned_policy is not None:
                 self.remember(history.pinned_policy)
         return self._known.get(version)
@@ -154,7 +163,7 @@ async def cases_for_simulation(client: Client, policy_file: Path, since: datetim
     and its recorded decision (which that baseline must reproduce)."""
     found = await CaseClient(client).states(cases_query(since))
     skipped = [(case_id, "did not answer the state query") for case_id, _ in found.skipped]
-    pinned = pinned or PinnedPolicies(client, policy_file)
+    pinned = pinned or PinnedPolicies(policy_file)
     cases: list[SimCase] = []
     for state in sorted(found.states, key=lambda s: s.case_id):
         inputs = last_evaluation(state)
@@ -166,7 +175,7 @@ async def cases_for_simulation(client: Client, policy_file: Path, since: datetim
         if with_pinned:
             version = state.policy_version or (state.decision.policy_version
                                                if state.decision else None)
-            baseline = await pinned.get(version, state.case_id) if version else None
+            baseline = await pinned.get(client, version, state.case_id) if version else None
             if baseline is None:
                 skipped.append((state.case_id, "its pinned policy could not be read"))
                 continue
