@@ -17,7 +17,7 @@ from console import charts, web
 from console.auth import CheckedForm, User
 from console.session import flash
 from core.case_client import CaseClient
-from core.case_history import PinnedPolicies, cases_for_simulation, cases_query
+from core.case_history import STATE_TIMEOUT, PinnedPolicies, cases_for_simulation, cases_query
 from policies.loader import PolicyError, parse_policy
 from policies.simulate import simulate
 
@@ -99,11 +99,11 @@ async def insights(request: Request, user: User, start: str = "", end: str = "")
         flash(request, "error", problem)
     since = datetime.combine(first, time(0), UTC)
     until = datetime.combine(last + timedelta(days=1), time(0), UTC)
-    query = (f"{cases_query(since)} AND StartTime < "
+    query = (f"{cases_query(since, request.app.state.task_queue)} AND StartTime < "
              f"'{until.strftime('%Y-%m-%dT%H:%M:%SZ')}'")
     client = await get_client(request)
     async with temporal_call("read the cases"):
-        found = await CaseClient(client).states(query)
+        found = await CaseClient(client, rpc_timeout=STATE_TIMEOUT).states(query)
     report = summarize(found.states)
     return web.page(request, "insights.html", {
         "report": report, "first": first, "last": last, "skipped": found.skipped,
@@ -146,7 +146,8 @@ async def simulate_run(request: Request, user: User, form: CheckedForm,
     book: PinnedPolicies = request.app.state.console_policies
     async with temporal_call("read the cases"):
         past = await cases_for_simulation(client, request.app.state.settings.REFUND_POLICY_FILE,
-                                          start, pinned=book)
+                                          start, task_queue=request.app.state.task_queue,
+                                          pinned=book)
     sim = simulate(past.cases, new, sample=SAMPLE) if past.cases else None
     return web.page(request, "simulate.html", {
         "sim": sim, "past": past, "since": since, "policy_name": name, "ran": True})

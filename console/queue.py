@@ -4,10 +4,11 @@ Temporal's SQL visibility (the dev server's SQLite, PostgreSQL, MySQL) has no OR
 the order is built from what it does have, range filters and counts:
 
 1. **Due cases** (`RefundDeadline` set) come first, in exact (deadline, case id) order. A
-   page looks for a window [from, until) of deadlines holding at least a page and at most
-   WINDOW_MAX cases (count queries, a search around now, then bisection), lists that whole
-   window (following visibility's page tokens), sorts it and takes the page. The cursor is
-   the last (deadline, case id) shown, so the next page starts right after it.
+   page looks for a window [from, until) of deadlines holding more than a page and at most
+   WINDOW_MAX cases (count queries: from the last end found for the same query, or from
+   now, outwards, then bisection), lists that whole window (following visibility's page
+   tokens), sorts it and takes the page. The cursor is the last (deadline, case id) shown,
+   so the next page starts right after it.
 2. **Cases without a deadline** follow, in visibility's own order (newest first), paged
    with visibility's page token (the cursor keeps the token and how far into that page).
 
@@ -25,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,14 +50,19 @@ from core.contract import (
 
 WAITING = (CaseStatus.awaiting_agent, CaseStatus.awaiting_info, CaseStatus.refund_failed)
 PAGE_SIZE = 25
-WINDOW_MAX = 200  # most cases one due-window may list
+WINDOW_MAX = 100  # most cases one due-window may list
+HINT_SECONDS = 60.0  # a window end found is tried first for this long
+HINTS_KEPT = 256
 FETCH_PAGE = 100  # visibility page size for cases without a deadline
 SCAN_LIMIT = 2000  # most rows read for one page when filtering by customer
 STATE_TIMEOUT = timedelta(seconds=3)
 _TINY = timedelta(milliseconds=1)
+_MARGIN = timedelta(milliseconds=1)
 _FAR = timedelta(days=3650)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
+
+_HINTS: dict[str, tuple[float, datetime]] = {}  # query | lower bound -> (expiry, window end)
 
 Rows = AsyncGenerator[tuple[WorkflowExecution, "Cursor"], None]
 
@@ -211,71 +218,90 @@ class _Reader:
         return (await self.client.count_workflows(f"{self.query} AND {extra}")).count
 
     async def _due(self, cursor: Cursor) -> Rows:
+        """Windows of deadlines, each listed whole and sorted. Stores compare moments at
+        their own precision (the SQL stores compare milliseconds while listings return
+        microseconds), so each query reaches a little past both bounds and the exact
+        bounds are applied here: a window is [after, until), after the (deadline, id) the
+        cursor names."""
         after, after_id = cursor.after, cursor.after_id
         while True:
             lower = f"{sa.DEADLINE.name} IS NOT NULL" if after is None else \
-                f"{sa.DEADLINE.name} >= '{_iso(after)}'"
+                f"{sa.DEADLINE.name} >= '{_iso(_ms(after) - _MARGIN)}'"
             until = await self._window_end(lower, after)
             window = lower if until is None else \
-                f"{lower} AND {sa.DEADLINE.name} < '{_iso(until)}'"
+                f"{lower} AND {sa.DEADLINE.name} < '{_iso(_ms(until) + 2 * _MARGIN)}'"
             found = [wf async for wf in self.client.list_workflows(
                 f"{self.query} AND {window}", page_size=WINDOW_MAX)]
             found.sort(key=_due_key)
             for wf in found:
-                deadline = _deadline(wf)
-                if after is not None and deadline == after and after_id is not None \
-                        and wf.id <= after_id:
-                    continue  # shown on an earlier page
+                deadline = _deadline(wf) or _LAST
+                if after is not None and (deadline < after or (
+                        deadline == after and after_id is not None and wf.id <= after_id)):
+                    continue  # before the window, or shown on an earlier page
+                if until is not None and deadline >= until:
+                    continue  # the next window's
                 yield wf, Cursor(phase="due", after=deadline, after_id=wf.id)
             if until is None:
                 return
             after, after_id = until, None
 
     async def _window_end(self, lower: str, after: datetime | None) -> datetime | None:
-        """An end for the window of deadlines from `after` that holds a page to WINDOW_MAX
-        cases; None: all the rest fit in one window. Counts from now outwards (deadlines
-        cluster around now) for a bracket, then bisects it."""
+        """An end for the window of deadlines from `after` that holds more than a page and
+        at most WINDOW_MAX cases; None: all the rest fit in one window. The search starts
+        from the end found last time for the same query (deadlines move slowly, so that
+        is usually one count), else from `after` or now."""
         if await self._count(lower) <= WINDOW_MAX:
             return None
+        key = f"{self.query} | {lower}"
+        hint = _HINTS.get(key)
+        anchor = hint[1] if hint and hint[0] > time.monotonic() else after or datetime.now(UTC)
+        until = await self._search(lower, after, max(anchor, after) if after else anchor)
+        if until is not None:
+            if len(_HINTS) >= HINTS_KEPT:
+                _HINTS.pop(next(iter(_HINTS)))
+            _HINTS[key] = (time.monotonic() + HINT_SECONDS, until)
+        return until
+
+    async def _search(self, lower: str, after: datetime | None, anchor: datetime
+                      ) -> datetime | None:
+        """Counts outwards from `anchor` (×4 steps) for a bracket, then bisects it."""
 
         async def before(moment: datetime) -> int:
             return await self._count(f"{lower} AND {sa.DEADLINE.name} < '{_iso(moment)}'")
 
         def fits(n: int) -> bool:
-            return self.size <= n <= WINDOW_MAX
+            return self.size < n <= WINDOW_MAX
 
-        anchor = max(datetime.now(UTC), after) if after else datetime.now(UTC)
         low: datetime = after or _EPOCH  # nothing in the window is due before `low`
         high: datetime | None = None
         step = timedelta(minutes=1)
         n = await before(anchor)
         if fits(n):
             return anchor
-        if n > WINDOW_MAX:  # too many due before now: look earlier
-            high, probe = anchor, anchor - step
-            while probe > low:
+        if n > WINDOW_MAX:  # too many due before the anchor: look earlier
+            high = anchor
+            while (probe := anchor - step) > low:
                 n = await before(probe)
                 if fits(n):
                     return probe
-                if n < self.size:
+                if n <= self.size:
                     low = probe
                     break
                 high, step = probe, step * 4
-                probe = anchor - step
         else:  # too few: look later
-            low, probe = anchor, anchor + step
+            low = anchor
             while high is None:
+                probe = anchor + step
                 n = await before(probe)
                 if fits(n):
                     return probe
                 if n > WINDOW_MAX:
                     high = probe
-                elif probe - anchor > _FAR:
+                elif step > _FAR:
                     return None  # the rest lies in the far future: one window
                 else:
                     low, step = probe, step * 4
-                    probe = anchor + step
-        while high - low > _TINY:
+        while high - low > _TINY:  # bisect the bracket
             mid = low + (high - low) / 2
             n = await before(mid)
             if fits(n):
@@ -317,6 +343,10 @@ class _Reader:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _deadline(wf: WorkflowExecution) -> datetime | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,13 @@ from temporalio.service import RPCError
 from activities.email_models import SEND_EMAIL, EmailInput, EmailSent
 from activities.policy_activities import LOAD_POLICY
 from core.case_client import CaseClient, CaseNotFound, is_not_found
+from core.contract import TASK_QUEUE, WORKFLOW_TYPE
 from core.policy_facts import last_evaluation
 from policies.loader import PolicyError, load_policy
 from policies.model import Policy
 from policies.simulate import SimCase
+
+STATE_TIMEOUT = timedelta(seconds=10)  # a case that cannot answer is skipped, not waited on
 
 
 @dataclass
@@ -148,23 +151,25 @@ class PastCases:
             f"{reason} ({n})" for reason, n in why.most_common())
 
 
-def cases_query(since: datetime | None) -> str:
-    query = "WorkflowType = 'RefundCase'"
+def cases_query(since: datetime | None, task_queue: str = TASK_QUEUE) -> str:
+    """The cases of a desk (its task queue) started since `since`."""
+    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND TaskQueue = '{task_queue}'"
     if since is not None:
         query += f" AND StartTime >= '{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
     return query
 
 
 async def cases_for_simulation(client: Client, policy_file: Path, since: datetime | None, *,
-                               with_pinned: bool = True,
+                               task_queue: str = TASK_QUEUE, with_pinned: bool = True,
                                pinned: PinnedPolicies | None = None) -> PastCases:
     """Every case started since `since` that the policy decided, with the facts of its
     last evaluation; `with_pinned`: each with the policy version it pinned as its baseline
     and its recorded decision (which that baseline must reproduce)."""
-    found = await CaseClient(client).states(cases_query(since))
+    cases = CaseClient(client, rpc_timeout=STATE_TIMEOUT)
+    found = await cases.states(cases_query(since, task_queue))
     skipped = [(case_id, "did not answer the state query") for case_id, _ in found.skipped]
     pinned = pinned or PinnedPolicies(policy_file)
-    cases: list[SimCase] = []
+    ready: list[SimCase] = []
     for state in sorted(found.states, key=lambda s: s.case_id):
         inputs = last_evaluation(state)
         if inputs is None:
@@ -179,6 +184,6 @@ async def cases_for_simulation(client: Client, policy_file: Path, since: datetim
             if baseline is None:
                 skipped.append((state.case_id, "its pinned policy could not be read"))
                 continue
-        cases.append(SimCase(state.case_id, facts, at, baseline,
+        ready.append(SimCase(state.case_id, facts, at, baseline,
                              state.decision if with_pinned else None))
-    return PastCases(cases, skipped, since)
+    return PastCases(ready, skipped, since)

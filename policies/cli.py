@@ -49,16 +49,20 @@ def main(argv: list[str]) -> int:
     sim.add_argument("--since", type=_date, default=None,
                      help="with --from-cases: cases started on or after this date "
                           "(YYYY-MM-DD, UTC)")
+    sim.add_argument("--task-queue", default=None,
+                     help="with --from-cases: the desk's task queue (default refund-cases)")
     sim.add_argument("--sample", type=int, default=5, help="changed cases to show")
     args = parser.parse_args(argv)
-    if args.command == "simulate" and args.since is not None and not args.from_cases:
-        parser.error("--since goes with --from-cases")
+    if args.command == "simulate" and not args.from_cases and (
+            args.since is not None or args.task_queue is not None):
+        parser.error("--since and --task-queue go with --from-cases")
     try:
         if args.command == "check":
             print(summary(load_policy(args.file)))
             return 0
         if args.from_cases:
-            return simulate_history(args.policy, args.baseline, args.since, args.sample)
+            return simulate_history(args.policy, args.baseline, args.since, args.sample,
+                                    args.task_queue)
         return simulate_file(args.policy, args.baseline or str(DEFAULT_POLICY), args.cases,
                              args.sample)
     except PolicyError as e:
@@ -149,7 +153,7 @@ def simulate_file(policy_file: str, baseline_file: str, cases_file: str, sample:
 
 
 def simulate_history(policy_file: str, baseline_file: str | None, since: datetime | None,
-                     sample: int = 5) -> int:
+                     sample: int = 5, task_queue: str | None = None) -> int:
     """The cases Temporal holds (started since `since`), each compared with the policy
     version it pinned, or with `baseline_file`."""
     new = load_policy(policy_file)
@@ -157,11 +161,13 @@ def simulate_history(policy_file: str, baseline_file: str | None, since: datetim
     from core.case_history import cases_for_simulation
     from core.client import connect
     from core.config import get_settings
+    from core.contract import TASK_QUEUE
 
     async def run() -> int:
         settings = get_settings()
         client = await connect(settings)
         past = await cases_for_simulation(client, settings.REFUND_POLICY_FILE, since,
+                                          task_queue=task_queue or TASK_QUEUE,
                                           with_pinned=baseline is None)
         if not past.cases:
             print(f"no decided case found{past.since_text}: nothing to simulate"
