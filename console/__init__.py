@@ -40,9 +40,10 @@ def mount(app: FastAPI, settings: Settings) -> None:
 
 
 def unavailable(request: Request, reason: str) -> Response:
-    """The page shown while Temporal cannot be reached (the API answers 503 JSON)."""
-    response = web.error_page(request, 503, "Temporal is not reachable",
-                              f"The console cannot read the cases right now: {reason}. "
-                              "Try again in a moment.")
+    """The page shown while Temporal (or a case's worker) does not answer; the API
+    answers 503 JSON."""
+    response = web.error_page(request, 503, "The cases cannot be read right now",
+                              f"Temporal did not answer: {reason}. If only some cases "
+                              "fail, their worker may be down. Try again in a moment.")
     response.headers["Retry-After"] = "5"
     return response

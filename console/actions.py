@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from api import agents
 from api.logging import annotate
@@ -222,6 +222,8 @@ async def act(request: Request, case_id: str, action: str, user: Actor,
             state = await cases.state(case_id)
     except CaseNotFound:
         return web.error_page(request, 404, "Not found", f"There is no case {case_id}.")
+    except WorkflowQueryFailedError as exc:
+        return web.error_page(request, 502, "The case could not answer", str(exc))
     try:
         message = message_for(spec, form, user, state)
     except FormError as exc:

@@ -103,7 +103,7 @@ def _plain(value: str) -> str:
     """Agent ids are [A-Za-z0-9._@-] (core.config), task queues ours: nothing to escape,
     checked anyway."""
     if not value or any(c in value for c in "'\"\\") or not value.isprintable():
-        raise ValueError(f"unexpected agent id {value!r}")
+        raise ValueError(f"unexpected value in a queue query: {value!r}")
     return value
 
 
@@ -179,8 +179,10 @@ async def queue_page(client: Client, filters: QueueFilters, agent: str, cursor: 
         next_cursor = reader.position.encode()
     rows = await _rows([wf for wf, _ in found],
                        cases or CaseClient(client, rpc_timeout=STATE_TIMEOUT))
-    due = [row for row, (_, after) in zip(rows, found, strict=True) if after.phase == "due"]
-    undated = [row for row in rows if row not in due]
+    due: list[QueueRow] = []
+    undated: list[QueueRow] = []
+    for row, (_, after) in zip(rows, found, strict=True):
+        (due if after.phase == "due" else undated).append(row)
     undated.sort(key=lambda r: (r.deadline is None, r.deadline or _LAST))  # page-local
     return QueuePage(due + undated, next_cursor, reader.scanned, reader.limited)
 

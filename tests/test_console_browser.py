@@ -116,7 +116,11 @@ async def test_sign_in_find_a_case_in_the_queue_and_open_it(browser: Browser,
     await expect(page.locator("#policy dl.clauses")).to_contain_text("refund")
     await expect(page.locator("#facts")).to_contain_text("$500.00")
     await expect(page.locator('form[data-action="approve"]')).to_be_visible()
+    await expect(page.frame_locator("iframe.email-html").last.locator("body")).to_contain_text(
+        "Hello")  # the email as sent, loaded in its frame
     await page.screenshot(path=shot("case"), full_page=True)
+    # a full-page capture leaves the email's sandboxed frame (its own process) unpainted
+    await page.locator("#emails").screenshot(path=shot("case-email"))
     await page.context.close()
 
 

@@ -166,7 +166,7 @@ async def test_console_pages_say_when_temporal_is_unreachable():
         resp = await http.get("/console/queue")
         assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
         assert "text/html" in resp.headers["content-type"]
-        assert "Temporal is not reachable" in resp.text
+        assert "The cases cannot be read right now" in resp.text
         api = await http.get("/cases", headers={"Authorization": "Bearer tok-alice"})
         assert api.status_code == 503 and api.json()["detail"]["error"] == \
             "temporal_unavailable"
