@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench lock clean test-system-deps
+.PHONY: run test lint bench lock clean test-system-deps browser
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): requirements.lock
 run: $(STAMP)
 	$(PY) starter.py dev
 
-test: $(STAMP) test-system-deps
+test: $(STAMP) test-system-deps browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -40,10 +40,25 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The console's browser tests drive Debian's chromium (Playwright's own browser download
+# is not used). Installed when missing and running as root; otherwise those tests skip
+# and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (root and apt-get needed):" \
+	      "the browser tests will skip"; \
+	  fi; }
+
 # Benchmarks print their figures; they assert nothing.
 bench: $(STAMP)
 	$(PY) bench/policy_simulate.py --generate 10000
 	$(PY) bench/intake_load.py --requests 10000
+	$(PY) bench/console_queue.py --cases 5000
 
 # Re-pin after editing requirements.in.
 lock:

@@ -90,9 +90,8 @@ class EmailActivities:
 
     def deliver(self, email: EmailInput) -> EmailSent:
         """Render and send one email; raises EmailTransient / EmailPermanent."""
-        context = {"customer_email": email.to, **email.context, "case_id": email.case_id}
         try:
-            rendered = email_render.render(email.template, email.locale, context)
+            rendered = email.render()
         except email_render.RenderError as exc:
             raise permanent(
                 EMAIL_PERMANENT, str(exc), template=email.template, step=email.step

@@ -85,6 +85,12 @@ class EmailInput(Strict):
         _check_jsonable(value, "context")
         return value
 
+    def render(self) -> email_render.RenderedEmail:
+        """The email as the recipient reads it (the activity sends this; the agent console
+        shows it again from the activity's input in the case's history)."""
+        context = {"customer_email": self.to, **self.context, "case_id": self.case_id}
+        return email_render.render(self.template, self.locale, context)
+
 
 class EmailSent(Strict):
     message_id: str

@@ -1,6 +1,6 @@
-"""The Refund Desk HTTP API: `create_app(settings, client_factory)` for tests and
-embedding, `app` for `uvicorn api.app:app` (settings from the environment, the Temporal
-client from core.client.connect, connected on first use)."""
+"""The Refund Desk HTTP API and the agent console (/console): `create_app(settings,
+client_factory)` for tests and embedding, `app` for `uvicorn api.app:app` (settings from the
+environment, the Temporal client from core.client.connect, connected on first use)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, Field
 
+import console
 from api import agents, intake, sendgrid, stripe_events
 from api.codec_server import create_codec_app
+from api.docs import add_docs
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
 from api.metrics import install_metrics
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
@@ -42,7 +44,9 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     core.client.connect(settings). `task_queue` is for tests that run their own worker;
     `tracer_provider` for tests that capture spans (else core.tracing's, if any)."""
     setup_logging()
-    app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION)
+    app = FastAPI(title="Refund Desk API", version="1.0", description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
+    add_docs(app)
     app.state.settings = settings
     app.state.task_queue = task_queue
     app.state.clients = ClientProvider(
@@ -55,8 +59,10 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
                        "SENDGRID_EVENTS_PUBLIC_KEY or SENDGRID_EVENTS_SECRET")
 
     @app.exception_handler(TemporalUnavailable)
-    async def _temporal_down(request: Request, exc: TemporalUnavailable) -> JSONResponse:
+    async def _temporal_down(request: Request, exc: TemporalUnavailable) -> Response:
         annotate(request, outcome="temporal_unavailable")
+        if request.url.path.startswith(console.CONSOLE_PATH):
+            return console.unavailable(request, str(exc))
         return JSONResponse({"detail": {"error": "temporal_unavailable", "reason": str(exc)}},
                             status_code=503, headers={"Retry-After": "5"})
 
@@ -93,6 +99,7 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.include_router(agents.router)
     app.mount("/codec", create_codec_app(settings, codec_from_settings(settings)))
     tracing.instrument_fastapi(app, tracer_provider)
+    console.mount(app, settings)
     return app
 
 

@@ -4,7 +4,8 @@ search attributes, how a refusal travels) so that none of its users has to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +50,14 @@ class Started:
     case_id: str
     started: bool
     handle: WorkflowHandle[Any, Any] | None = None  # the new run's handle, when started
+
+
+@dataclass
+class CaseStates:
+    """The states read for a visibility query, and the cases that could not answer."""
+
+    states: list[CaseState] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (case id, why)
 
 
 class CaseNotFound(Exception):
@@ -130,6 +139,28 @@ class CaseClient:
             if is_not_found(exc):
                 raise CaseNotFound(case_id) from None
             raise
+
+    async def states(self, query: str, *, limit: int | None = None,
+                     concurrency: int = 8) -> CaseStates:
+        """The state of every case a visibility query finds (every page, or the first
+        `limit`), a few queries at a time; a case that cannot answer (no worker for it, a
+        failing query) is skipped with why, not fatal."""
+        ids = [wf.id async for wf in self.client.list_workflows(
+            query, limit=limit, rpc_timeout=self.rpc_timeout)]
+        gate = asyncio.Semaphore(concurrency)
+        out = CaseStates()
+
+        async def one(case_id: str) -> CaseState | None:
+            async with gate:
+                try:
+                    return await self.state(case_id)
+                except Exception as exc:  # one case's failure must not hide the others
+                    out.skipped.append((case_id, str(exc) or type(exc).__name__))
+                    return None
+
+        found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
+        out.states = [state for state in found if state is not None]
+        return out
 
     async def act(self, case_id: str, update: Update, action: BaseModel, *,
                   rpc_timeout: timedelta | None = None) -> ActionResult:

@@ -5,6 +5,7 @@ missing or malformed value fails at start-up with a message naming the variable.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ DEV_INBOUND_SECRET = "dev-inbound-secret"
 DEV_PAYLOAD_KEY_ID = "dev-1"
 DEV_PAYLOAD_KEY = "cmVmdW5kLWRlc2stZGV2ZWxvcG1lbnQta2V5LTAwMDE="  # 32 bytes, base64
 DEV_CUSTOMER_REF_KEY = "dev-customer-ref-key"
+DEV_CONSOLE_SESSION_SECRET = "dev-console-session-secret"
 DEV_AGENT_TOKENS = {
     "dev-alice": {"agent": "alice", "role": "agent"},
     "dev-bob": {"agent": "bob", "role": "agent"},
@@ -110,6 +112,24 @@ class Settings(BaseSettings):
         default_factory=lambda: {k: AgentIdentity(**v) for k, v in DEV_AGENT_TOKENS.items()}
     )
 
+    # The agent console (/console): signed session cookies; sign-in with an agent token, or
+    # behind an SSO proxy with a trusted header (CONSOLE_TRUSTED_HEADER set).
+    CONSOLE_SESSION_SECRET: str = DEV_CONSOLE_SESSION_SECRET
+    CONSOLE_SESSION_HOURS: float = Field(12, gt=0, le=24 * 30)
+    CONSOLE_COOKIE_SECURE: bool | None = Field(
+        None, description="Secure cookie flag; unset: on in production, off in development")
+    CONSOLE_TRUSTED_HEADER: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9-]+$",
+        description="e.g. X-Forwarded-Email (oauth2-proxy): the proxy's signed-in user")
+    CONSOLE_TRUSTED_PROXIES: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Addresses (CIDR) allowed to send the trusted header")
+    CONSOLE_SSO_USERS: dict[str, AgentIdentity] = Field(
+        default_factory=dict, description="Trusted-header value -> agent id and role")
+    CONSOLE_SSO_DEFAULT_ROLE: Literal["none", "viewer"] = "none"
+    CONSOLE_SIGN_OUT_URL: str | None = Field(
+        None, description="Where sign-out sends the browser in SSO mode, e.g. /oauth2/sign_out")
+
     # Local stack (`make run`): where state lives and which ports it binds.
     DATA_DIR: Path = ROOT / ".data"
     TEMPORAL_PORT: int = Field(7233, ge=1, le=65535)
@@ -126,6 +146,7 @@ class Settings(BaseSettings):
                      "TEMPORAL_TLS_SERVER_NAME", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE",
                      "PAYLOAD_ENCRYPTION_KEY_FILE", "PAYLOAD_ENCRYPTION_KEY_ID",
                      "WORKER_METRICS_ADDRESS", "METRICS_TOKEN", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                     "CONSOLE_TRUSTED_HEADER", "CONSOLE_SIGN_OUT_URL",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
@@ -161,6 +182,13 @@ class Settings(BaseSettings):
     def _otlp_url(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
             raise ValueError("expected an http(s) URL, e.g. http://otel-collector:4318")
+        return v
+
+    @field_validator("CONSOLE_TRUSTED_PROXIES")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for value in v:
+            ipaddress.ip_network(value, strict=False)  # ValueError names the bad value
         return v
 
     @field_validator("STRIPE_API_KEY")
@@ -199,6 +227,9 @@ class Settings(BaseSettings):
         if not self.sendgrid_events_authenticated:
             problems.append("SENDGRID_EVENTS_PUBLIC_KEY: missing (production needs it or "
                             "SENDGRID_EVENTS_SECRET: the event webhook would accept anything)")
+        if self.CONSOLE_SESSION_SECRET == DEV_CONSOLE_SESSION_SECRET:
+            problems.append("CONSOLE_SESSION_SECRET: missing (the development default is "
+                            "refused)")
         if any(token.startswith("dev-") for token in self.AGENT_TOKENS):
             problems.append("AGENT_TOKENS: missing (the development tokens are refused)")
         if not (self.PAYLOAD_ENCRYPTION_KEYS or self.PAYLOAD_ENCRYPTION_KEY_FILE) or any(
@@ -211,6 +242,12 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def console_cookie_secure(self) -> bool:
+        if self.CONSOLE_COOKIE_SECURE is not None:
+            return self.CONSOLE_COOKIE_SECURE
+        return self.REFUND_DESK_ENV == "production"
 
     @property
     def sendgrid_enabled(self) -> bool:

@@ -16,7 +16,12 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from temporalio.common import SearchAttributeKey, SearchAttributePair
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 
 from activities.stripe_models import RefundResult, StripeFacts
 from core import search_attributes as sa
@@ -27,18 +32,23 @@ from core.models import (
     TERMINAL_STATUSES,
     UNDELIVERABLE_EMAIL_EVENTS,
     ApproveSignal,
+    AssignSignal,
     CaseStatus,
+    CloseCaseSignal,
     CustomerReplySignal,
     DenySignal,
     DisputeOpenedSignal,
     EmailEventSignal,
     FeedbackSignal,
     Locale,
+    NoteSignal,
     RefundReason,
     RefundRequest,
     RefundStatusName,
     RefundUpdateSignal,
     RequestInfoSignal,
+    RetryRefundSignal,
+    SatisfyRequirementSignal,
     TimelineEntry,
     WithdrawSignal,
     case_id_for,
@@ -50,6 +60,7 @@ __all__ = [
     "ACTION_REFUSED",
     "CASE_ID",
     "CHARGE_ID",
+    "QUEUE_MEMO",
     "REQUEST_ID_PATTERN",
     "TASK_QUEUE",
     "TERMINAL_STATUSES",
@@ -60,10 +71,12 @@ __all__ = [
     "Approval",
     "ApproveSignal",
     "Assessment",
+    "AssignSignal",
     "CaseProgress",
     "CaseResult",
     "CaseState",
     "CaseStatus",
+    "CloseCaseSignal",
     "ContinuedCase",
     "CustomerReplySignal",
     "Denial",
@@ -72,18 +85,25 @@ __all__ = [
     "EmailEventSignal",
     "FeedbackSignal",
     "Locale",
+    "NoteSignal",
     "Query",
+    "QueueCard",
     "RefundReason",
     "RefundRequest",
     "RefundStatusName",
     "RefundUpdateSignal",
     "RefusalCode",
     "RequestInfoSignal",
+    "RetryRefundSignal",
+    "SatisfyRequirementSignal",
     "Signal",
     "TimelineEntry",
     "Update",
     "WithdrawSignal",
     "case_id_for",
+    "console_attribute_updates",
+    "queue_card_of",
+    "queue_deadline",
     "search_attributes_of",
 ]
 
@@ -111,6 +131,14 @@ class Update(StrEnum):
     approve = "approve_action"
     deny = "deny_action"
     request_info = "request_info_action"
+    # The agent console (the workflow handles them once wired; until then the console
+    # reads the workflow's handlers and shows these as not available).
+    assign = "assign_action"  # AssignSignal: claim (assignee = agent), reassign, unassign
+    note = "note_action"  # NoteSignal: a note in the timeline (kind "note")
+    # The lifecycle: agents can act at every wait.
+    satisfy_requirement = "satisfy_requirement_action"  # SatisfyRequirementSignal
+    retry_refund = "retry_refund_action"  # RetryRefundSignal, in refund_failed
+    close = "close_action"  # CloseCaseSignal, e.g. in refund_failed
 
 
 class Query(StrEnum):
@@ -226,6 +254,7 @@ class CaseState(BaseModel):
         default_factory=list, description="Refunds on the charge made outside this case."
     )
     dispute: DisputeOpenedSignal | None = None
+    assignee: str | None = Field(None, description="The agent holding the case (console).")
     root_cause: str | None = None
     feedback: FeedbackSignal | None = None
     sla_breached: bool = False
@@ -295,3 +324,51 @@ def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
         (sa.POLICY_VERSION, case.policy_version),
     ]
     return [SearchAttributePair(key, value) for key, value in values if value is not None]
+
+
+# --- what the agent console reads from visibility -------------------------------------
+
+QUEUE_MEMO = "queue"  # memo key of the QueueCard, kept by the workflow
+
+
+class QueueCard(BaseModel):
+    """What a queue row shows beyond the search attributes, kept in the workflow's memo
+    (returned by visibility listings, so a page of the queue needs no query per case)."""
+
+    status: CaseStatus
+    waiting_for: str | None = None
+    deadline: datetime | None = None
+    approvals: int = 0
+    approvers_required: int = 1
+
+
+def queue_deadline(case: CaseState) -> datetime | None:
+    """When what the case waits for is due; for a wait escalated past its SLA (no deadline
+    any more), when the SLA was breached, so that overdue cases sort first."""
+    if case.waiting_for is None:
+        return None
+    if case.deadline is not None:
+        return case.deadline
+    breaches = [entry.at for entry in case.timeline if entry.kind == "sla_breached"]
+    return breaches[-1] if breaches else None
+
+
+def queue_card_of(case: CaseState) -> QueueCard:
+    return QueueCard(status=case.status, waiting_for=case.waiting_for,
+                     deadline=queue_deadline(case), approvals=len(case.approvals),
+                     approvers_required=case.approvers_required)
+
+
+def console_attribute_updates(case: CaseState, current: TypedSearchAttributes
+                              ) -> list[SearchAttributeUpdate[Any]]:
+    """The changes to RefundAssignee and RefundDeadline that bring `current` (the
+    workflow's typed_search_attributes) in line with the case; a value that is gone is
+    unset, so an unassigned case or one no longer waiting drops out of those filters."""
+    wanted: list[tuple[SearchAttributeKey[Any], Any]] = [
+        (sa.ASSIGNEE, case.assignee), (sa.DEADLINE, queue_deadline(case))]
+    updates: list[SearchAttributeUpdate[Any]] = []
+    for key, value in wanted:
+        if current.get(key) == value:
+            continue
+        updates.append(key.value_unset() if value is None else key.value_set(value))
+    return updates

@@ -211,6 +211,46 @@ class WithdrawSignal(Strict):
     note: str = Field("", max_length=2_000)
 
 
+class AssignSignal(Strict):
+    """`agent` gives the case to `assignee` (themselves: a claim); None: unassigned."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    assignee: str | None = Field(None, min_length=1, max_length=100,
+                                 pattern=r"^[A-Za-z0-9._@-]+$")
+    note: str = Field("", max_length=2_000)
+
+
+class NoteSignal(Strict):
+    """An agent's note on the case, for the other agents (the customer never sees it)."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=5_000)
+
+
+class SatisfyRequirementSignal(Strict):
+    """An agent marks one of the policy's document requirements as met, saying how
+    ("ticket 4411 confirmed by support")."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    requirement: str = Field(min_length=1, max_length=60,
+                             description="A document kind of the pinned policy.")
+    note: str = Field(min_length=1, max_length=2_000)
+
+
+class RetryRefundSignal(Strict):
+    """After a failed refund: a new refund round (its own idempotency key)."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    note: str = Field("", max_length=2_000)
+
+
+class CloseCaseSignal(Strict):
+    """Close a case on purpose (e.g. a failed refund settled another way), with why."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
 # SendGrid events after which the email will not reach the customer (the API maps a
 # bounce of type "blocked" to "blocked"); a spam report means it arrived.
 UNDELIVERABLE_EMAIL_EVENTS = frozenset({"bounce", "dropped", "blocked"})

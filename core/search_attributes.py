@@ -17,9 +17,14 @@ CURRENCY = SearchAttributeKey.for_keyword("RefundCurrency")
 RISK = SearchAttributeKey.for_keyword("RefundRisk")
 SLA_BREACHED = SearchAttributeKey.for_bool("RefundSlaBreached")
 POLICY_VERSION = SearchAttributeKey.for_keyword("RefundPolicyVersion")
+# Kept for the agent console: who holds the case, and when what it waits for is due (the
+# deadline of the current wait; once escalated past its SLA, when the SLA was breached).
+ASSIGNEE = SearchAttributeKey.for_keyword("RefundAssignee")
+DEADLINE = SearchAttributeKey.for_datetime("RefundDeadline")
 
 ALL: tuple[SearchAttributeKey[Any], ...] = (
     STATUS, REASON, CUSTOMER, CHARGE_ID, AMOUNT, CURRENCY, RISK, SLA_BREACHED, POLICY_VERSION,
+    ASSIGNEE, DEADLINE,
 )
 
 def cli_flags() -> list[str]:

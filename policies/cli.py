@@ -1,30 +1,32 @@
 """`python starter.py policy check FILE` and `policy simulate ...`.
 
 check:    validate a policy file and print what it says, or the problems (exit 1).
-simulate: decide every case of a JSONL file (one PolicyFacts object a line, plus an
-          optional "now") under a new policy and a baseline, and print how outcomes and
-          refunded totals per currency would change, with a sample of changed cases.
+simulate: decide cases under a new policy and a baseline, and print how outcomes, refunded
+          totals per currency and the clauses cited would change, with a sample of changed
+          cases. The cases come from a JSONL file (`--cases`: one PolicyFacts object a
+          line, plus an optional "now"), or from Temporal (`--from-cases [--since DATE]`:
+          the facts of past cases when they were decided, each compared with the policy
+          version it pinned, which must reproduce its recorded decision).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
+from temporalio.service import RPCError
 
 from core.money import plain
-from policies.evaluate import evaluate
-from policies.facts import PolicyDecision, PolicyFacts
+from policies.facts import PolicyFacts
 from policies.loader import DEFAULT_POLICY, PolicyError, load_policy
 from policies.model import Policy
+from policies.simulate import SimCase, render, simulate
 
-OUTCOMES = ("approve", "agent_review", "need_info", "deny")
 _NOW = TypeAdapter(datetime | None)
 
 
@@ -34,21 +36,48 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a policy file and summarise it")
     check.add_argument("file")
-    sim = sub.add_parser("simulate", help="compare two policies on a file of cases")
+    sim = sub.add_parser("simulate", help="compare two policies on a file of cases, or on "
+                                           "the cases Temporal holds")
     sim.add_argument("--policy", required=True, help="the new policy file")
-    sim.add_argument("--baseline", default=str(DEFAULT_POLICY),
-                     help="the policy to compare with (default: policies/default.yaml)")
-    sim.add_argument("--cases", required=True, help="JSONL: one PolicyFacts a line")
+    sim.add_argument("--baseline", default=None,
+                     help="the policy to compare with (default: policies/default.yaml with "
+                          "--cases, the version each case pinned with --from-cases)")
+    source = sim.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cases", help="JSONL: one PolicyFacts a line")
+    source.add_argument("--from-cases", action="store_true",
+                        help="the facts of past cases, read from Temporal")
+    sim.add_argument("--since", type=_date, default=None,
+                     help="with --from-cases: cases started on or after this date "
+                          "(YYYY-MM-DD, UTC)")
+    sim.add_argument("--task-queue", default=None,
+                     help="with --from-cases: the desk's task queue (default refund-cases)")
     sim.add_argument("--sample", type=int, default=5, help="changed cases to show")
     args = parser.parse_args(argv)
+    if args.command == "simulate" and not args.from_cases and (
+            args.since is not None or args.task_queue is not None):
+        parser.error("--since and --task-queue go with --from-cases")
     try:
         if args.command == "check":
             print(summary(load_policy(args.file)))
             return 0
-        return simulate(args.policy, args.baseline, args.cases, args.sample)
+        if args.from_cases:
+            return simulate_history(args.policy, args.baseline, args.since, args.sample,
+                                    args.task_queue)
+        return simulate_file(args.policy, args.baseline or str(DEFAULT_POLICY), args.cases,
+                             args.sample)
     except PolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (RPCError, RuntimeError, OSError) as e:  # Temporal unreachable or refusing
+        print(f"error: cannot read the cases from Temporal: {e}", file=sys.stderr)
+        return 1
+
+
+def _date(value: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(value), time(0), UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def summary(policy: Policy) -> str:
@@ -94,16 +123,9 @@ def _duration(td: timedelta) -> str:
     return f"{td.total_seconds():g}s"
 
 
-@dataclass
-class _Case:
-    line: int
-    facts: PolicyFacts
-    now: datetime
-
-
-def read_cases(path: str | Path, default_now: datetime) -> list[_Case]:
+def read_cases(path: str | Path, default_now: datetime) -> list[SimCase]:
     """Parse the JSONL case file; a bad line is an error naming the line."""
-    cases: list[_Case] = []
+    cases: list[SimCase] = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -116,66 +138,43 @@ def read_cases(path: str | Path, default_now: datetime) -> list[_Case]:
             if not isinstance(data, dict):
                 raise ValueError("a case is a JSON object")
             now = _NOW.validate_python(data.pop("now", None)) or default_now
-            cases.append(_Case(number, PolicyFacts.model_validate(data), now))
+            cases.append(SimCase(f"line {number}", PolicyFacts.model_validate(data), now))
         except (ValueError, ValidationError) as e:
             raise PolicyError(path, [f"line {number}: not a valid case: {e}"]) from e
     return cases
 
 
-def simulate(policy_file: str, baseline_file: str, cases_file: str, sample: int = 5) -> int:
+def simulate_file(policy_file: str, baseline_file: str, cases_file: str, sample: int = 5
+                  ) -> int:
     new, old = load_policy(policy_file), load_policy(baseline_file)
     cases = read_cases(cases_file, datetime.now(UTC))
-    before = [evaluate(c.facts, old, c.now) for c in cases]
-    after = [evaluate(c.facts, new, c.now) for c in cases]
-    print(compare(cases, before, after, old, new, sample))
+    print(render(simulate(cases, new, old, sample)))
     return 0
 
 
-def compare(cases: list[_Case], before: list[PolicyDecision], after: list[PolicyDecision],
-            old: Policy, new: Policy, sample: int) -> str:
-    n = len(cases)
-    lines = [f"{n} cases: baseline {old.version} -> new {new.version}", "",
-             f"  {'outcome':<13}{'baseline':>10}{'new':>10}{'change':>10}"]
-    b_count = Counter[str](d.outcome for d in before)
-    a_count = Counter[str](d.outcome for d in after)
-    for o in OUTCOMES:
-        lines.append(f"  {o:<13}{b_count[o]:>10}{a_count[o]:>10}{a_count[o] - b_count[o]:>+10}")
-    lines += ["", "  approved automatically, per currency:"]
-    b_total, a_total = _totals(before, "approve"), _totals(after, "approve")
-    b_review, a_review = _totals(before, "agent_review"), _totals(after, "agent_review")
-    for cur in sorted(set(b_total) | set(a_total) | set(b_review) | set(a_review)):
-        b, a = b_total[cur], a_total[cur]
-        lines.append(f"    {cur.upper()}: {plain(b, cur)} -> {plain(a, cur)} "
-                     f"({'+' if a >= b else '-'}{plain(abs(a - b), cur)}); proposed for "
-                     f"agent review {plain(b_review[cur], cur)} -> {plain(a_review[cur], cur)}")
-    changed = [i for i in range(n) if _key(before[i]) != _key(after[i])]
-    moves = Counter(f"{before[i].outcome} -> {after[i].outcome}" for i in changed)
-    lines += ["", f"  {len(changed)} cases change"
-              + (f" ({100 * len(changed) / n:.1f}%)" if n else "") + ":"]
-    lines += [f"    {m}: {k}" for m, k in sorted(moves.items(), key=lambda x: (-x[1], x[0]))]
-    if changed and sample > 0:
-        lines += ["", f"  sample of changed cases (first {min(sample, len(changed))}):"]
-        for i in changed[:sample]:
-            c, was, now = cases[i], before[i], after[i]
-            lines.append(f"    line {c.line}: {c.facts.reason.value} "
-                         f"{plain(c.facts.charge_amount, was.currency)}: "
-                         f"{was.outcome} {plain(was.amount, was.currency)} "
-                         f"[{', '.join(was.clause_ids)}] -> {now.outcome} "
-                         f"{plain(now.amount, now.currency)} [{', '.join(now.clause_ids)}]")
-    return "\n".join(lines)
+def simulate_history(policy_file: str, baseline_file: str | None, since: datetime | None,
+                     sample: int = 5, task_queue: str | None = None) -> int:
+    """The cases Temporal holds (started since `since`), each compared with the policy
+    version it pinned, or with `baseline_file`."""
+    new = load_policy(policy_file)
+    baseline = load_policy(baseline_file) if baseline_file else None
+    from core.case_history import cases_for_simulation
+    from core.client import connect
+    from core.config import get_settings
+    from core.contract import TASK_QUEUE
 
+    async def run() -> int:
+        settings = get_settings()
+        client = await connect(settings)
+        past = await cases_for_simulation(client, settings.REFUND_POLICY_FILE, since,
+                                          task_queue=task_queue or TASK_QUEUE,
+                                          with_pinned=baseline is None)
+        if not past.cases:
+            print(f"no decided case found{past.since_text}: nothing to simulate"
+                  + (f" ({len(past.skipped)} skipped)" if past.skipped else ""))
+            return 0
+        print(render(simulate(past.cases, new, baseline, sample)))
+        print(past.skipped_text())
+        return 0
 
-def _key(d: PolicyDecision) -> tuple[str, int, tuple[str, ...]]:
-    return d.outcome, d.amount, tuple(d.clause_ids)
-
-
-def _totals(decisions: list[PolicyDecision], outcome: str) -> Counter[str]:
-    totals: Counter[str] = Counter()
-    for d in decisions:
-        if d.outcome == outcome:
-            totals[d.currency] += d.amount
-    return totals
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return asyncio.run(run())

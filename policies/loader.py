@@ -45,6 +45,11 @@ def load_policy(path: str | Path = DEFAULT_POLICY) -> Policy:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise PolicyError(path, [f"cannot read the file ({e.strerror or e})"]) from e
+    return parse_policy(text, path)
+
+
+def parse_policy(text: str, path: str | Path = "<policy>") -> Policy:
+    """A policy from YAML text (e.g. uploaded to the console); `path` names it in errors."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:

@@ -271,6 +271,8 @@ class Stack:
             f"  Temporal UI    {self._ui_url()}/namespaces/{self.s.TEMPORAL_NAMESPACE}/workflows",
             f"  Temporal gRPC  {self.temporal_address}",
             f"  API            {self._api_url()}  (docs: {self._api_url()}/docs)",
+            f"  Agent console  {self._api_url()}/console  (sign in with a token of "
+            "AGENT_TOKENS; in development: dev-alice, dev-bob, dev-carol)",
             f"  Stripe (local) {self.stripe_base}",
             f"  Outbox         {self.s.OUTBOX_DIR}",
             f"  Logs           {self.logs}",

@@ -27,6 +27,7 @@ SECRETS = {
     "CUSTOMER_REF_KEY": "customer-ref-example",
     "GRAFANA_ADMIN_PASSWORD": "grafana-example",
     "SENDGRID_EVENTS_SECRET": "events-example",
+    "CONSOLE_SESSION_SECRET": "console-example",
 }
 
 

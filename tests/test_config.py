@@ -44,7 +44,8 @@ def test_production_refuses_development_secrets(monkeypatch):
         load_settings()
     for name in ("INTAKE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "SENDGRID_INBOUND_SECRET",
                  "SENDGRID_EVENTS_PUBLIC_KEY", "SENDGRID_EVENTS_SECRET", "AGENT_TOKENS",
-                 "PAYLOAD_ENCRYPTION_KEYS", "CUSTOMER_REF_KEY"):
+                 "PAYLOAD_ENCRYPTION_KEYS", "CUSTOMER_REF_KEY",
+                 "CONSOLE_SESSION_SECRET"):
         assert name in str(err.value)
 
 
@@ -53,6 +54,7 @@ PRODUCTION = {
     "SENDGRID_INBOUND_SECRET": "s", "AGENT_TOKENS": '{"t": {"agent": "a"}}',
     "PAYLOAD_ENCRYPTION_KEYS": '{"k1": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}',
     "CUSTOMER_REF_KEY": "c",
+    "CONSOLE_SESSION_SECRET": "c",
 }
 
 
