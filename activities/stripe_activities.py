@@ -114,7 +114,9 @@ def map_stripe_error(exc: stripe.StripeError) -> ApplicationError:
     """
     code = _stripe_code(exc)
     status = exc.http_status
-    message = exc.user_message or type(exc).__name__
+    # Short, and raised `from None`: a retrying activity's last failure must fit what
+    # Temporal shows (a chain of SDK exceptions once exceeded its size limit).
+    message = _short(exc.user_message or type(exc).__name__)
     retryable = (
         isinstance(exc, (stripe.RateLimitError, stripe.APIConnectionError))
         or code in _TRANSIENT_CODES
@@ -125,6 +127,11 @@ def map_stripe_error(exc: stripe.StripeError) -> ApplicationError:
     error_type = STRIPE_TRANSIENT if retryable else STRIPE_PERMANENT
     return build(error_type, f"Stripe {code}: {message}", code=code, message=message,
                  http_status=status)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _not_found_error(reason: str) -> ApplicationError:
@@ -266,7 +273,7 @@ class StripeActivities:
             return StripeFacts(found=False, not_found_reason=str(nf), charge_id=req.charge_id,
                                payment_intent_id=req.payment_intent_id)
         except stripe.StripeError as exc:
-            raise map_stripe_error(exc) from exc
+            raise map_stripe_error(exc) from None
         try:
             customer = _field(charge, "customer")
             customer_id = _id(customer)
@@ -278,7 +285,7 @@ class StripeActivities:
             disputes = await self._open_disputes(charge)
             period_start, period_end = await self._invoice_period(charge)
         except stripe.StripeError as exc:
-            raise map_stripe_error(exc) from exc
+            raise map_stripe_error(exc) from None
         live_customer = customer if customer_id and not isinstance(customer, str) else None
         return StripeFacts(
             found=True,
@@ -324,9 +331,9 @@ class StripeActivities:
                 {"idempotency_key": inp.idempotency_key},
             )
         except _NotFound as nf:
-            raise _not_found_error(str(nf)) from nf
+            raise _not_found_error(str(nf)) from None
         except stripe.StripeError as exc:
-            raise map_stripe_error(exc) from exc
+            raise map_stripe_error(exc) from None
         return refund_result(refund)
 
     @activity.defn(name=GET_REFUND)
@@ -335,7 +342,7 @@ class StripeActivities:
         try:
             refund = await self._v1.refunds.retrieve_async(inp.refund_id)
         except stripe.StripeError as exc:
-            raise map_stripe_error(exc) from exc
+            raise map_stripe_error(exc) from None
         return refund_result(refund)
 
 

@@ -27,15 +27,20 @@ FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 # Schedule options, the one definition the workflow uses. The SDK's own HTTP timeout
 # is 20 s, so one attempt ends inside the start-to-close timeout; Temporal (not the
-# SDK) retries transient errors.
+# SDK) retries transient errors, against a deadline rather than a count: a Stripe outage
+# is retried for STRIPE_STEP_DEADLINE, then the case waits for Stripe and tries again (it
+# never turns an outage into "not found" or "refused").
 STRIPE_START_TO_CLOSE = timedelta(seconds=30)
+STRIPE_STEP_DEADLINE = timedelta(minutes=10)
 STRIPE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
+    maximum_attempts=0,  # unlimited: the schedule-to-close deadline ends the retries
     non_retryable_error_types=[STRIPE_PERMANENT],
 )
+# How long a case waits for Stripe before trying again after a step deadline passed.
+STRIPE_PAUSE = timedelta(minutes=5)
 
 
 class GatherFactsInput(Strict):

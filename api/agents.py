@@ -43,6 +43,7 @@ from core.contract import (
     RefundReason,
     RefundRequest,
     RequestInfoSignal,
+    RetryStripeSignal,
     Update,
 )
 from core.customer_ref import customer_ref, is_customer_ref
@@ -304,3 +305,14 @@ async def request_info(request: Request, case_id: str, body: RequestInfoBody,
     case_id = _case_id(request, case_id)
     signal = RequestInfoSignal(agent=agent.agent, questions=body.questions)
     return await _run_action(request, case_id, Update.request_info, signal)
+
+
+@router.post("/{case_id}/retry-stripe",
+             summary="Try Stripe again now, during an outage (update retry_stripe_action)",
+             responses=_ACTION_RESPONSES)
+async def retry_stripe(request: Request, case_id: str, agent: Actor) -> JSONResponse:
+    """A case that waits for Stripe (it was unreachable past a step's deadline) otherwise
+    tries again every few minutes on its own; 409 when it is not waiting for Stripe."""
+    case_id = _case_id(request, case_id)
+    return await _run_action(request, case_id, Update.retry_stripe,
+                             RetryStripeSignal(agent=agent.agent))

@@ -95,6 +95,7 @@ __all__ = [
     "RefusalCode",
     "RequestInfoSignal",
     "RetryRefundSignal",
+    "RetryStripeSignal",
     "SatisfyRequirementSignal",
     "Signal",
     "TimelineEntry",
@@ -131,6 +132,7 @@ class Update(StrEnum):
     approve = "approve_action"
     deny = "deny_action"
     request_info = "request_info_action"
+    retry_stripe = "retry_stripe_action"  # RetryStripeSignal: try Stripe now, not later
     # The agent console (the workflow handles them once wired; until then the console
     # reads the workflow's handlers and shows these as not available).
     assign = "assign_action"  # AssignSignal: claim (assignee = agent), reassign, unassign
@@ -190,6 +192,12 @@ class ActionResult(BaseModel):
     approvers_required: int = 1
 
 
+class RetryStripeSignal(BaseModel):
+    """An agent asks a case waiting for Stripe (during an outage) to try again now."""
+
+    agent: str = Field(min_length=1, max_length=100)
+
+
 class AgentDecision(BaseModel):
     """The agents' decision the case is acting on (step 5)."""
 
@@ -229,6 +237,9 @@ class CaseProgress(BaseModel):
     replies_omitted: int = Field(0, description="oldest replies no longer kept in full")
     timeline_omitted: int = Field(0, description="timeline entries compacted away")
     runs: int = Field(1, description="1 + times the case continued as new")
+    # A Stripe outage: the case waits for Stripe and tries again, never deciding without it.
+    stripe_unreachable_since: datetime | None = None
+    stripe_retry_requested: bool = False
 
 
 class CaseState(BaseModel):

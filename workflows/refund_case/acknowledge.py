@@ -28,6 +28,7 @@ async def acknowledge(rt: CaseRuntime) -> None:
     except TimeoutError:
         await rt.breach("acknowledge", f"The acknowledgment was not sent within {sla}")
     sent = await rt.email_done(handle, email)
+    rt.show_waiting(None, None)
     if not sent and workflow.patched(patches.ACK_FAILURE_BREACH):
         await rt.breach("acknowledge", "The acknowledgment email could not be sent")
     rt.checkpoint()

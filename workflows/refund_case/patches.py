@@ -7,3 +7,4 @@ UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
 FEEDBACK_BY_EMAIL = "feedback-by-email"
 REFUND_REVERSAL = "refund-reversal"
 CONTINUE_AS_NEW = "continue-as-new"  # long waits for people continue in a fresh history
+STRIPE_OUTAGE_WAITS = "stripe-outage-waits"  # an outage is waited out, never a decision

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         EmailSent,
         OpsNotice,
     )
+    from activities.stripe_models import STRIPE_PAUSE
     from core.contract import CaseState, CaseStatus, TimelineEntry, search_attributes_of
     from core.money import plain
     from policies.model import Policy
@@ -206,6 +207,35 @@ class CaseRuntime:
             return
         self.record("ops_notified", message, kind=kind)
 
+    # --- Stripe outages ---
+
+    async def wait_for_stripe(self, step: str, err: ActivityError) -> None:
+        """Stripe did not answer within the step's deadline: say so (once per outage, to
+        ops too), wait, and let the caller try again. An agent may ask for a retry now."""
+        progress = self.case.progress
+        since = progress.stripe_unreachable_since
+        if since is None:
+            since = progress.stripe_unreachable_since = workflow.now()
+            message = (f"Stripe unreachable since {iso(since)} while {step}: {cause(err)}. "
+                       "The case waits for Stripe and tries again; nothing is decided "
+                       "without it")
+            self.record("stripe_unreachable", message, actor="stripe", step=step)
+            await self.notify_ops("stripe_unreachable", message,
+                                  f"stripe_unreachable_{iso(since)}")
+        progress.stripe_retry_requested = False
+        await self.wait(f"Stripe (unreachable since {iso(since)}, {step}; last error: "
+                        f"{cause(err)[:120]})", lambda: progress.stripe_retry_requested,
+                        STRIPE_PAUSE)
+        progress.stripe_retry_requested = False
+
+    def stripe_answered(self) -> None:
+        """After an outage, the timeline says when Stripe came back."""
+        since = self.case.progress.stripe_unreachable_since
+        if since is not None:
+            self.case.progress.stripe_unreachable_since = None
+            self.record("stripe_back", f"Stripe answers again (unreachable from {iso(since)})",
+                        actor="stripe")
+
     # --- money ---
 
     def money(self, amount: int) -> str:
@@ -218,6 +248,12 @@ def iso(moment: datetime) -> str:
 
 def cause(err: ActivityError) -> str:
     return str(err.cause) if err.cause is not None else str(err)
+
+
+def is_refusal(err: ActivityError) -> bool:
+    """Stripe (or the activity) said no for good; anything else is an outage to wait out."""
+    c = err.cause
+    return isinstance(c, ApplicationError) and c.non_retryable
 
 
 def details(err: ActivityError) -> dict[str, Any]:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         RefundRequest,
         RefundUpdateSignal,
         RequestInfoSignal,
+        RetryStripeSignal,
         WithdrawSignal,
     )
 
@@ -147,6 +148,19 @@ class RefundCase:
     @request_info_action.validator
     def _validate_request_info(self, sig: RequestInfoSignal) -> None:
         _refuse_if(decide.request_info_refusal(self.rt, sig))
+
+    @workflow.update
+    def retry_stripe_action(self, sig: RetryStripeSignal) -> ActionResult:
+        self.rt.case.progress.stripe_retry_requested = True
+        self.rt.record("stripe_retry_requested", f"{sig.agent} asks to try Stripe again now",
+                       actor=f"agent:{sig.agent}")
+        return ActionResult(accepted=True, status=self.rt.case.status,
+                            message="Stripe will be tried again now")
+
+    @retry_stripe_action.validator
+    def _validate_retry_stripe(self, sig: RetryStripeSignal) -> None:
+        if self.rt.case.progress.stripe_unreachable_since is None:
+            _refuse_if(decide.Refusal("wrong_state", "the case is not waiting for Stripe"))
 
     # --- the customer, Stripe and SendGrid ---
 
