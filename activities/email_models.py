@@ -28,9 +28,12 @@ EMAIL_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=2),
-    maximum_attempts=10,
+    maximum_attempts=0,  # unlimited: EMAIL_DEADLINE ends the retries
     non_retryable_error_types=[EMAIL_PERMANENT],
 )
+# Retried against a deadline, not a count: a SendGrid outage shorter than this loses no
+# email; past it the case records the failure and tells ops (an email is never a decision).
+EMAIL_DEADLINE = timedelta(hours=1)
 
 TemplateName = Literal[
     "acknowledgment",

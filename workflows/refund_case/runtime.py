@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.email_models import (
+        EMAIL_DEADLINE,
         EMAIL_RETRY_POLICY,
         EMAIL_START_TO_CLOSE,
         NOTIFY_OPS,
@@ -172,8 +173,8 @@ class CaseRuntime:
                     ) -> workflow.ActivityHandle[EmailSent]:
         return workflow.start_activity(
             SEND_EMAIL, email, result_type=EmailSent,
-            start_to_close_timeout=EMAIL_START_TO_CLOSE, retry_policy=EMAIL_RETRY_POLICY,
-            summary=summary)
+            start_to_close_timeout=EMAIL_START_TO_CLOSE, schedule_to_close_timeout=EMAIL_DEADLINE,
+            retry_policy=EMAIL_RETRY_POLICY, summary=summary)
 
     async def email(self, template: str, step: str, context: dict[str, Any]) -> bool:
         email = self.email_input(template, step, context)
@@ -200,7 +201,8 @@ class CaseRuntime:
         try:
             await workflow.execute_activity(
                 NOTIFY_OPS, notice, result_type=EmailSent,
-                start_to_close_timeout=EMAIL_START_TO_CLOSE, retry_policy=EMAIL_RETRY_POLICY,
+                start_to_close_timeout=EMAIL_START_TO_CLOSE,
+                schedule_to_close_timeout=EMAIL_DEADLINE, retry_policy=EMAIL_RETRY_POLICY,
                 summary=f"Tell ops: {kind}")
         except ActivityError as err:
             self.record("ops_notice_failed", f"Ops could not be told ({kind}): {cause(err)}")
