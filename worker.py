@@ -26,6 +26,7 @@ from core.connection import TemporalConnectError
 from core.contract import TASK_QUEUE
 from core.tracing import configure_tracing
 from core.worker_metrics import DomainMetricsInterceptor, prometheus_runtime
+from policies import library as policy_library
 from workflows.refund_case import RefundCase
 
 
@@ -64,12 +65,16 @@ def build_worker(
     client's interceptors (core.client)."""
     overrides = {activity_name(fn): fn for fn in activity_overrides or ()}
     activities = [fn for fn in real_activities(settings) if activity_name(fn) not in overrides]
+    # Cases pin their policy by hash: this worker holds every version beside the file in force.
+    policy_library.hold_folder(settings.REFUND_POLICY_FILE.parent)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[RefundCase],
         activities=[*activities, *overrides.values()],
         interceptors=[DomainMetricsInterceptor(), *interceptors],
+        max_cached_workflows=settings.WORKER_MAX_CACHED_WORKFLOWS,
+        max_concurrent_activities=settings.WORKER_MAX_CONCURRENT_ACTIVITIES,
     )
 
 

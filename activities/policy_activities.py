@@ -13,10 +13,12 @@ from temporalio.common import RetryPolicy
 
 from activities.errors import permanent, transient
 from core.config import Settings
+from policies.library import PolicyRef, register
 from policies.loader import PolicyError, load_policy
 from policies.model import Policy
 
-LOAD_POLICY = "load_policy"
+LOAD_POLICY = "load_policy"  # the whole policy into history: cases started before pinning
+PIN_POLICY = "pin_policy"  # a PolicyRef (version + hash): the worker holds the policy
 POLICY_INVALID = "PolicyInvalid"
 POLICY_UNREADABLE = "PolicyUnreadable"
 
@@ -37,7 +39,12 @@ class PolicyActivities:
         self._path = settings.REFUND_POLICY_FILE
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.load_policy]
+        return [self.load_policy, self.pin_policy]
+
+    @activity.defn(name=PIN_POLICY)
+    async def pin_policy(self) -> PolicyRef:
+        """The policy in force, held by this worker; only its ref goes into history."""
+        return register(await self.load_policy())
 
     @activity.defn(name=LOAD_POLICY)
     async def load_policy(self) -> Policy:

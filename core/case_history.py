@@ -24,6 +24,7 @@ from activities.policy_activities import LOAD_POLICY
 from core.case_client import CaseClient, CaseNotFound, is_not_found
 from core.contract import TASK_QUEUE, WORKFLOW_TYPE
 from core.policy_facts import last_evaluation
+from policies import library as policy_library
 from policies.loader import PolicyError, load_policy
 from policies.model import Policy
 from policies.simulate import SimCase
@@ -117,13 +118,17 @@ class PinnedPolicies:
         if self._file_read:
             return
         self._file_read = True
-        # A broken file in force is no loss here: the cases' histories have their versions.
+        # A broken file in force is no loss here: the versions beside it, and older cases'
+        # histories, have theirs.
         with contextlib.suppress(PolicyError):
             self.remember(load_policy(self._file))
+        policy_library.hold_folder(self._file.parent)
 
     async def get(self, client: Client, version: str, case_id: str) -> Policy | None:
         """The policy `version` that case `case_id` pinned (None: it pinned none yet)."""
         self._from_file()
+        if version not in self._known and (held := policy_library.by_version(version)):
+            self.remember(held)
         if version not in self._known:
             history = await read_history(client, case_id, emails=False)
             if history.pinned_policy is not None:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     OUTBOX_DIR: Path = ROOT / ".data" / "outbox"
 
     REFUND_POLICY_FILE: Path = ROOT / "policies" / "default.yaml"
+    # The worker's memory: cases kept in its sticky cache (evicted ones are replayed from
+    # history when they next wake) and activities run at once.
+    WORKER_MAX_CACHED_WORKFLOWS: int = Field(1000, ge=0)
+    WORKER_MAX_CONCURRENT_ACTIVITIES: int = Field(100, ge=1)
     INTAKE_WEBHOOK_SECRET: str = DEV_INTAKE_SECRET
     AGENT_TOKENS: dict[str, AgentIdentity] = Field(
         default_factory=lambda: {k: AgentIdentity(**v) for k, v in DEV_AGENT_TOKENS.items()}

@@ -250,6 +250,7 @@ class CaseState(BaseModel):
     request: RefundRequest
     documents: list[str] = Field(default_factory=list, description="Request + reply files.")
     policy_version: str | None = None
+    policy_sha256: str | None = Field(None, description="Content hash of the pinned policy.")
     facts: StripeFacts | None = None
     assessment: Assessment | None = None
     decision: PolicyDecision | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from core.codec import codec_from_settings, data_converter
 from core.config import load_settings
 from stack.net import free_port, wait_for_port
 
+# The SDK waits 5 s for a server to start by default; a machine busy with other suites
+# has been seen to need more (a flaky "did not start within 5s").
+SERVER_STARTUP = timedelta(seconds=60)
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
@@ -26,6 +30,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binaries.temporal_test_server(),
         data_converter=pydantic_data_converter,
+        test_server_startup_timeout=SERVER_STARTUP,
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -48,6 +53,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=binaries.temporal_cli(),
         data_converter=data_converter(codec_from_settings(load_settings())),
         search_attributes=search_attributes.ALL,
+        dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         yield env

@@ -21,6 +21,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from core.codec import ENCODING, data_converter, development_codec
+from policies import library as policy_library
+from policies.loader import DEFAULT_POLICY
 from workflows.refund_case import RefundCase
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -56,6 +58,9 @@ def workflow_id(history_json: str) -> str:
 async def test_history_replays(path: Path) -> None:
     text = path.read_text("utf-8")
     history = WorkflowHistory.from_json(workflow_id(text), text)
+    # Cases pin their policy by hash: the replaying worker holds the versions, as a real
+    # worker holds every policy file beside the one in force.
+    policy_library.hold_folder(DEFAULT_POLICY.parent)
     replayer = Replayer(workflows=[RefundCase], data_converter=data_converter(TEST_CODEC))
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

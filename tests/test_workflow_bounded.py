@@ -22,6 +22,7 @@ from core.contract import (
     Signal,
     Update,
 )
+from tests.conftest import SERVER_STARTUP
 from tests.workflow_doubles import Case, Fakes, default_policy, record_history, request
 from workflows.refund_case.gather_info import MAX_REPLIES_KEPT, MAX_REPLY_CHARS
 from workflows.refund_case.runtime import MAX_TIMELINE
@@ -36,7 +37,8 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=binaries.temporal_cli(),
         data_converter=pydantic_data_converter, search_attributes=search_attributes.ALL,
         dev_server_extra_args=["--dynamic-config-value",
-                               f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER_EVENTS}"])
+                               f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER_EVENTS}"],
+        dev_server_startup_timeout=SERVER_STARTUP)
     try:
         yield env
     finally:

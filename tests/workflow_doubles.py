@@ -32,6 +32,7 @@ from core.case_client import CaseClient
 from core.config import DEV_CUSTOMER_REF_KEY
 from core.contract import CaseResult, CaseState
 from core.models import RefundReason, RefundRequest
+from policies.library import PolicyRef, register
 from policies.loader import load_policy
 from policies.model import Policy
 from workflows.refund_case import RefundCase
@@ -82,8 +83,9 @@ class Fakes:
     gathers: int = 0
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.load_policy, self.stripe_gather_facts, self.stripe_create_refund,
-                self.stripe_get_refund, self.send_email, self.notify_ops]
+        return [self.load_policy, self.pin_policy, self.stripe_gather_facts,
+                self.stripe_create_refund, self.stripe_get_refund, self.send_email,
+                self.notify_ops]
 
     def templates(self) -> list[str]:
         return [e.template for e in self.emails]
@@ -94,6 +96,10 @@ class Fakes:
     @activity.defn(name="load_policy")
     async def load_policy(self) -> Policy:
         return self.policy
+
+    @activity.defn(name="pin_policy")
+    async def pin_policy(self) -> PolicyRef:
+        return register(self.policy)
 
     @activity.defn(name="stripe_gather_facts")
     async def stripe_gather_facts(self, inp: GatherFactsInput) -> StripeFacts:

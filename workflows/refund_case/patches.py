@@ -8,3 +8,4 @@ FEEDBACK_BY_EMAIL = "feedback-by-email"
 REFUND_REVERSAL = "refund-reversal"
 CONTINUE_AS_NEW = "continue-as-new"  # long waits for people continue in a fresh history
 STRIPE_OUTAGE_WAITS = "stripe-outage-waits"  # an outage is waited out, never a decision
+PINNED_POLICY = "pinned-policy"  # a PolicyRef in history instead of the whole policy

@@ -8,23 +8,33 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.policy_activities import (
         LOAD_POLICY,
+        PIN_POLICY,
         POLICY_RETRY_POLICY,
         POLICY_START_TO_CLOSE,
     )
     from policies.evaluate import evaluate
     from policies.facts import PolicyDecision
+    from policies.library import PolicyRef, resolve
     from policies.model import Policy
 
+    from . import patches
     from .assessment import policy_facts
     from .runtime import CaseRuntime
 
 
 async def load_policy(rt: CaseRuntime) -> None:
-    """The policy in force, pinned for the whole case."""
-    policy = await workflow.execute_activity(
-        LOAD_POLICY, result_type=Policy, start_to_close_timeout=POLICY_START_TO_CLOSE,
-        retry_policy=POLICY_RETRY_POLICY, summary="Load the refund policy in force",
-    )
+    """The policy in force, pinned for the whole case: by version and content hash (the
+    worker holds the policy itself), or, for cases started before, the whole policy."""
+    if workflow.patched(patches.PINNED_POLICY):
+        ref = await workflow.execute_activity(
+            PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
+            retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")
+        policy = resolve(ref)
+        rt.case.policy_sha256 = ref.sha256
+    else:
+        policy = await workflow.execute_activity(
+            LOAD_POLICY, result_type=Policy, start_to_close_timeout=POLICY_START_TO_CLOSE,
+            retry_policy=POLICY_RETRY_POLICY, summary="Load the refund policy in force")
     rt.pin_policy(policy)
     rt.record("policy_pinned", f"Policy {policy.version} applies to this case")
     rt.keep_search_attributes()
