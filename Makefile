@@ -26,6 +26,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/policy_simulate.py --generate 10000
 	$(PY) bench/intake_load.py --requests 10000
+	$(PY) bench/case_throughput.py --cases 300
+	$(PY) bench/ack_latency.py --rate 5 --seconds 40
+	$(PY) bench/worker_memory.py
 
 # Re-pin after editing requirements.in.
 lock:

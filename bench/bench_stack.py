@@ -122,7 +122,8 @@ class Child:
 
 
 class BenchStack:
-    """Servers in a temporary directory, stopped (and the directory removed) on close."""
+    """Servers in a temporary directory; `async with` starts them, stops them and removes
+    the directory."""
 
     def __init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="refund-bench-")
@@ -148,7 +149,7 @@ class BenchStack:
         self.children.append(child)
         return child
 
-    async def start(self, *, stripe: bool = True) -> None:
+    async def start(self) -> None:
         """The dev server as supervisor.py runs it (SQLite file, our search attributes,
         the UI on a port of its own), and localstripe with a fresh state file."""
         port, ui_port = free_port(), free_port()
@@ -159,13 +160,12 @@ class BenchStack:
             "--db-filename", str(self.dir / "temporal.db"), "--namespace", "default",
             "--log-level", "warn", *search_attributes.cli_flags(),
         ])
-        if stripe:
-            stripe_port = free_port()
-            self.stripe_base = f"http://127.0.0.1:{stripe_port}"
-            self.stripe = self._spawn("localstripe", [
-                *binaries.localstripe_command(stripe_port, self.dir / "localstripe.pickle"),
-                "--from-scratch"])
-            await asyncio.to_thread(wait_for_port, stripe_port, 30)
+        stripe_port = free_port()
+        self.stripe_base = f"http://127.0.0.1:{stripe_port}"
+        self.stripe = self._spawn("localstripe", [
+            *binaries.localstripe_command(stripe_port, self.dir / "localstripe.pickle"),
+            "--from-scratch"])
+        await asyncio.to_thread(wait_for_port, stripe_port, 30)
         await asyncio.to_thread(wait_for_port, port, 60)
         deadline = time.monotonic() + 60
         while True:
@@ -220,10 +220,22 @@ class BenchStack:
         with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(one, range(count)))
 
-    def close(self) -> None:
+    async def __aenter__(self) -> BenchStack:
+        try:
+            await self.start()
+        except BaseException as exc:
+            await self.__aexit__(type(exc))
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Stop every child; keep the directory (the servers' logs) when the run failed."""
         for child in reversed(self.children):
             child.stop()
-        self._tmp.cleanup()
+        if exc_type is None:
+            self._tmp.cleanup()
+        else:
+            print(f"logs kept in {self.dir}", file=sys.stderr)
 
 
 # --- requests and starts -------------------------------------------------------------
@@ -362,6 +374,37 @@ async def all_milestones(client: Client, workflow_ids: Sequence[str],
             return await milestones(client, wid)
 
     return await asyncio.gather(*(one(w) for w in workflow_ids))
+
+
+async def settled_milestones(client: Client, workflow_ids: Sequence[str],
+                             settled: Callable[[Milestones], bool], *,
+                             timeout: float = 120) -> tuple[list[Milestones], int]:
+    """Every workflow's milestones once `settled` holds for it (a workflow that is not yet
+    there, e.g. an activity between retries, is fetched again each second), and how many
+    needed more than the first look. Raises, naming a workflow and what it waits on, if
+    some never settle."""
+    stones = await all_milestones(client, workflow_ids)
+    late = [i for i, s in enumerate(stones) if not settled(s)]
+    first_late = len(late)
+    deadline = time.monotonic() + timeout
+    while late:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(late)} workflows never got there, e.g. "
+                               f"{await _stuck(client, workflow_ids[late[0]])}")
+        await asyncio.sleep(1)
+        again = await all_milestones(client, [workflow_ids[i] for i in late])
+        for i, s in zip(late, again, strict=True):
+            stones[i] = s
+        late = [i for i in late if not settled(stones[i])]
+    return stones, first_late
+
+
+async def _stuck(client: Client, workflow_id: str) -> str:
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    pending = [f"{p.activity_type.name} attempt {p.attempt}: {p.last_failure.message}"
+               for p in desc.raw_description.pending_activities]
+    return f"{workflow_id} ({desc.status.name if desc.status else '?'}; pending: " \
+           f"{'; '.join(pending) or 'no activity'})"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

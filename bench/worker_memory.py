@@ -43,6 +43,7 @@ AGENT_AMOUNT = 50_000  # above the automatic limit (20000 USD cents): an agent d
 class Parked:
     label: str
     cases: int
+    warmup: int
     idle: float  # MiB, worker built and polling, no workflow yet
     warm: float  # after the warm-up cases
     final: float  # after parking `cases` more, once the worker is idle
@@ -100,23 +101,25 @@ async def _park(stack: BenchStack, kind: str, n: int, warmup: int, charge: Seede
     finally:
         worker.stop()
     if parked < warmup + n:
-        raise RuntimeError(f"only {parked - warmup} of {n} {workflow} parked in time; see the "
-                           f"logs in {stack.dir}")
+        raise RuntimeError(f"only {parked - warmup} of {n} {workflow} parked in time")
     label = workflow if is_case else f"bare ({workflow})"
     in_effect = {k: v for k, v in worker.info.items() if k != "ready"}
-    return Parked(label, n, idle, warm, final, peak, seconds, in_effect, curve)
+    return Parked(label, n, warmup, idle, warm, final, peak, seconds, in_effect, curve)
 
 
 def _report(results: list[Parked]) -> None:
     print("worker memory: RSS of the worker process (MiB), parked workflows wait on a timer")
     print(f"  {'':<26}{'parked':>8}{'idle':>8}{'warm':>8}{'parked':>8}{'growth':>8}"
-          f"{'peak':>8}{'KiB/wf':>8}{'s':>6}  cache / activity slots")
+          f"{'peak':>8}{'KiB/cached':>11}{'s':>6}  cache / activity slots")
     for r in results:
-        per = (r.final - r.warm) * 1024 / r.cases
+        # The cache holds at most max_cached_workflows (warm-up cases included).
+        cached = min(r.cases + r.warmup, int(r.tunables.get("max_cached_workflows") or 0)
+                     or r.cases + r.warmup)
+        per = (r.final - r.idle) * 1024 / cached
         slots = (f"{r.tunables.get('max_cached_workflows')} / "
                  f"{r.tunables.get('max_concurrent_activities')}")
         print(f"  {r.label:<26}{r.cases:>8}{r.idle:>8.1f}{r.warm:>8.1f}{r.final:>8.1f}"
-              f"{r.final - r.idle:>8.1f}{r.peak:>8.1f}{per:>8.1f}{r.seconds:>6.0f}  {slots}")
+              f"{r.final - r.idle:>8.1f}{r.peak:>8.1f}{per:>11.0f}{r.seconds:>6.0f}  {slots}")
     for r in results:
         points = "  ".join(f"{n}:{rss:.0f}" for n, rss in r.curve)
         print(f"  {r.label} RSS along the way (parked:MiB): {points}")
@@ -139,18 +142,14 @@ async def main(argv: list[str] | None = None) -> int:
     tunables = {"max_cached_workflows": args.max_cached_workflows,
                 "max_concurrent_activities": args.max_concurrent_activities}
 
-    stack = BenchStack()
     results: list[Parked] = []
-    try:
-        await stack.start()
+    async with BenchStack() as stack:
         # One charge serves every parked case: nothing is refunded while they wait.
         charge = (await asyncio.to_thread(stack.seed_charges, 1, AGENT_AMOUNT))[0]
         results.append(await _park(stack, "case", args.cases, args.warmup, charge, tunables))
         if args.bare_cases:
             results.append(await _park(stack, "bare", args.bare_cases, args.warmup, None,
                                        tunables))
-    finally:
-        stack.close()
     _report(results)
     return 0
 
