@@ -12,6 +12,11 @@ completion of its `stripe_create_refund` activity). Rates come from the server's
 times: N / (last counted - first started). CPU is read from /proc between the first start
 and the moment the worker is idle again, so warm-up and start-up are not in it. The worker
 runs in a child process, one per phase, with the SDK defaults of build_worker.
+
+All N are started at once, so a backlog forms; a workflow task that waits in the worker's
+sticky queue longer than its schedule-to-start timeout times out and is retried on the
+normal queue with the whole history (more CPU for both). The table counts those timeouts:
+a run with many of them measured that cliff more than the case.
 """
 
 from __future__ import annotations
@@ -50,15 +55,14 @@ class Phase:
     rate: float  # counted per second
     events: float  # history events up to the refund, mean per case
     size: float  # serialized history bytes up to the refund, mean per case
-    server_cpu: float
+    server_cpu: float  # CPU s per case
     worker_cpu: float
     stripe_cpu: float | None
     wall: float
     other_cpu: float  # s, by processes outside the benchmark during the window
+    task_timeouts: float = 0  # workflow task timeouts to the refund, per case
     full_events: float = 0  # whole history (bare only: the case goes on)
     full_size: float = 0
-
-
 
 
 async def _phase(stack: BenchStack, kind: str, n: int, warmup: int,
@@ -111,12 +115,15 @@ async def _phase(stack: BenchStack, kind: str, n: int, warmup: int,
 def _summarise(kind: str, workflow: str, n: int, stones: list[Milestones],
                cpu: dict[str, float], worker_name: str, wall: float) -> Phase:
     sizes, ends, full = [], [], []
+    timeouts = 0
     for s in stones:
         refund = s.first_completion(bare_workflows.CREATE_REFUND)
         if refund is None:
             raise RuntimeError(f"a {workflow} history has no {bare_workflows.CREATE_REFUND} "
                                "completion")
         sizes.append(s.prefix_size(refund))
+        timeouts += sum(1 for e in s.events if e.event_id <= refund.event_id
+                        and e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
         if kind == "case":
             ends.append(bench_stack.event_time(refund))
         else:
@@ -131,7 +138,7 @@ def _summarise(kind: str, workflow: str, n: int, stones: list[Milestones],
         events=sum(e for e, _ in sizes) / n, size=sum(b for _, b in sizes) / n,
         server_cpu=cpu["temporal"] / n, worker_cpu=cpu[worker_name] / n,
         stripe_cpu=cpu["localstripe"] / n if kind == "case" else None, wall=wall,
-        other_cpu=cpu["other"],
+        other_cpu=cpu["other"], task_timeouts=timeouts / n,
         full_events=sum(e for e, _ in full) / n if full else 0,
         full_size=sum(b for _, b in full) / n if full else 0,
     )
@@ -153,6 +160,8 @@ def _table(bare: Phase, case: Phase) -> str:
         row("worker CPU ms per case", bare.worker_cpu * 1000, case.worker_cpu * 1000, ".1f"),
         row("localstripe CPU ms per case", None,
             case.stripe_cpu * 1000 if case.stripe_cpu is not None else None, ".1f", False),
+        row("workflow task timeouts per case", bare.task_timeouts, case.task_timeouts, ".2f",
+            False),
         row("wall time s (start to idle)", bare.wall, case.wall, ".1f", False),
         row("CPU s of other processes meanwhile", bare.other_cpu, case.other_cpu, ".1f",
             False),

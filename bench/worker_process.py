@@ -38,8 +38,9 @@ def _case_worker(client: Client, task_queue: str, settings_json: str,
     from core.config import load_settings
     from worker import build_worker
 
-    accepted = inspect.signature(build_worker).parameters
-    refused = [name for name in tunables if name not in accepted]
+    params = inspect.signature(build_worker).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    refused = [name for name in tunables if name not in params and not takes_any]
     if refused:
         raise SystemExit(f"worker.build_worker does not accept {', '.join(refused)}; "
                          "run without those options (the worker's own values are used)")
@@ -77,6 +78,9 @@ async def main(argv: list[str] | None = None) -> None:
     else:
         worker = _bare_worker(client, args.task_queue, tunables)
     print(json.dumps({"ready": True, **_in_effect(worker)}), flush=True)
+    # Nobody reads the pipe after that line: anything else printed goes to the log instead
+    # of filling the pipe and blocking the worker.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     await worker.run()
 
 
