@@ -32,6 +32,7 @@ from temporalio.api.history.v1 import History, HistoryEvent  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.common import SearchAttributePair, TypedSearchAttributes  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
 
 from core import binaries, search_attributes  # noqa: E402
 from core.models import CaseStatus, RefundReason, RefundRequest  # noqa: E402
@@ -302,7 +303,14 @@ async def wait_count(client: Client, query: str, expected: int, *, timeout: floa
     """Poll a visibility count until it reaches `expected` (or `timeout`); the count."""
     deadline = time.monotonic() + timeout
     while True:
-        count = (await client.count_workflows(query)).count
+        try:
+            count = (await client.count_workflows(query)).count
+        except RPCError:
+            # A fresh dev server can briefly answer "namespace not found" to visibility.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(interval)
+            continue
         if on_poll is not None:
             on_poll(count)
         if count >= expected or time.monotonic() > deadline:
