@@ -28,7 +28,7 @@ import bench_stack
 from bench_stack import BenchStack
 from temporalio.client import Client
 
-from core.config import TASK_QUEUE
+from core.contract import TASK_QUEUE
 from core.models import CaseStatus, RefundRequest
 from stack.stripe_seed import SeededCharge
 

@@ -36,7 +36,7 @@ import bench_stack
 from bench_stack import BenchStack, Child, Milestones
 from temporalio.api.enums.v1 import EventType
 
-from core.config import TASK_QUEUE
+from core.contract import TASK_QUEUE
 from core.models import CaseStatus, RefundReason
 from stack.stripe_seed import SeededCharge
 

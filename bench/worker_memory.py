@@ -35,7 +35,7 @@ import bare_workflows
 import bench_stack
 from bench_stack import BenchStack, Child
 
-from core.config import TASK_QUEUE
+from core.contract import TASK_QUEUE
 from core.models import CaseStatus
 from stack.stripe_seed import SeededCharge
 
