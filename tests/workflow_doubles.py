@@ -192,7 +192,7 @@ class Case:
         return await self.handle.query(RefundCase.state)
 
     async def until(self, predicate: Callable[[CaseState], bool], what: str,
-                    timeout: float = 15.0) -> CaseState:
+                    timeout: float = 45.0) -> CaseState:
         """Query until the case reaches a state (the test server's clock stays put)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
@@ -208,9 +208,16 @@ class Case:
     async def status(self, status: str) -> CaseState:
         return await self.until(lambda s: s.status == status, f"status {status}")
 
-    async def result(self) -> CaseState:
-        """The finished case's state (its result is only a small summary)."""
-        await self.handle.result()
+    async def result(self, timeout: float = 120.0) -> CaseState:
+        """The finished case's state (its result is only a small summary). Bounded: a
+        case stuck on a path the test did not expect fails the test, never hangs the suite."""
+        try:
+            await asyncio.wait_for(self.handle.result(), timeout)
+        except TimeoutError:
+            state = await self.state()
+            raise AssertionError(f"case never finished: {state.status}, waiting for "
+                                 f"{state.waiting_for}, {[t.kind for t in state.timeline]}"
+                                 ) from None
         return await self.state()
 
 
