@@ -1,4 +1,10 @@
-"""The worker: hosts the RefundCase workflow and every activity it calls.
+"""The worker: hosts the RefundCase and BillingIncident workflows and every activity they
+call, in two Temporal workers of one process:
+
+- on `refund-cases`: the workflows, the policy, email and incident activities;
+- on `refund-cases-stripe`: the Stripe activities, whose dispatch rate Temporal limits to
+  STRIPE_MAX_REQUESTS_PER_SECOND (a share of it, see activities/stripe_models.py) for all
+  the workers of that queue together: the rate limit holds however many workers run.
 
     python worker.py        # connects with core.client.connect() to TEMPORAL_ADDRESS
 
@@ -10,17 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email_activities import EmailActivities
+from activities.incident_activities import IncidentActivities
 from activities.policy_activities import PolicyActivities
 from activities.stripe_activities import StripeActivities
+from activities.stripe_models import stripe_dispatch_rate, stripe_task_queue
 from core.client import connect
 from core.config import Settings, get_settings
 from core.contract import TASK_QUEUE
+from workflows.billing_incident import BillingIncident
 from workflows.refund_case import RefundCase
 
 
@@ -33,16 +43,38 @@ def activity_name(fn: Callable[..., Any]) -> str:
 
 
 def real_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity RefundCase calls, wired to the configured Stripe and email backend.
-    All are async (blocking SDK calls run in threads), so no activity executor is needed."""
-    stripe_acts = StripeActivities(settings)
+    """The activities of the workflows' queue, wired to the configured backends. All are
+    async (blocking SDK calls run in threads), so no activity executor is needed. The
+    Stripe ones are here too for cases started before the Stripe queue existed."""
     email_acts = EmailActivities(settings)
     return [
         *PolicyActivities(settings).activities(),
-        *stripe_acts.activities(),
+        *StripeActivities(settings).activities(),
         email_acts.send_email,
         email_acts.notify_ops,
+        email_acts.send_ops_report,
     ]
+
+
+class Workers:
+    """The workers of one task queue and of its Stripe queue, run and stopped together
+    (`async with build_worker(...)`, or `await build_worker(...).run()`)."""
+
+    def __init__(self, *workers: Worker) -> None:
+        self.workers = workers
+
+    async def __aenter__(self) -> Workers:
+        for worker in self.workers:
+            await worker.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        for worker in reversed(self.workers):
+            await worker.__aexit__(exc_type, exc, tb)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(worker.run() for worker in self.workers))
 
 
 def build_worker(
@@ -51,26 +83,37 @@ def build_worker(
     *,
     activity_overrides: Sequence[Callable[..., Any]] | None = None,
     task_queue: str = TASK_QUEUE,
-) -> Worker:
-    """A worker for RefundCase. `activity_overrides` replace real activities of the same
-    name (tests inject failures this way)."""
+) -> Workers:
+    """The workers for `task_queue` and its Stripe queue. `activity_overrides` replace
+    real activities of the same name (tests inject failures this way)."""
     overrides = {activity_name(fn): fn for fn in activity_overrides or ()}
-    activities = [fn for fn in real_activities(settings) if activity_name(fn) not in overrides]
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[RefundCase],
-        activities=[*activities, *overrides.values()],
-    )
+
+    def chosen(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        names = {activity_name(fn) for fn in activities}
+        return [*(fn for fn in activities if activity_name(fn) not in overrides),
+                *(fn for name, fn in overrides.items() if name in names)]
+
+    main = Worker(
+        client, task_queue=task_queue, workflows=[RefundCase, BillingIncident],
+        activities=chosen([*real_activities(settings),
+                           *IncidentActivities(client, task_queue).activities()]))
+    stripe = Worker(
+        client, task_queue=stripe_task_queue(task_queue),
+        activities=chosen(StripeActivities(settings).activities()),
+        max_task_queue_activities_per_second=stripe_dispatch_rate(
+            settings.STRIPE_MAX_REQUESTS_PER_SECOND))
+    return Workers(main, stripe)
 
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     client = await connect(settings)
-    worker = build_worker(client, settings)
-    logging.info("worker polling %s on %s", TASK_QUEUE, settings.TEMPORAL_ADDRESS)
-    await worker.run()
+    workers = build_worker(client, settings)
+    logging.info("worker polling %s and %s (at most %s Stripe requests/s) on %s", TASK_QUEUE,
+                 stripe_task_queue(TASK_QUEUE), settings.STRIPE_MAX_REQUESTS_PER_SECOND,
+                 settings.TEMPORAL_ADDRESS)
+    await workers.run()
 
 
 if __name__ == "__main__":

@@ -17,9 +17,13 @@ CURRENCY = SearchAttributeKey.for_keyword("RefundCurrency")
 RISK = SearchAttributeKey.for_keyword("RefundRisk")
 SLA_BREACHED = SearchAttributeKey.for_bool("RefundSlaBreached")
 POLICY_VERSION = SearchAttributeKey.for_keyword("RefundPolicyVersion")
+# The billing incident a case belongs to (its id), on the incident's own cases and on the
+# open cases it joined.
+INCIDENT = SearchAttributeKey.for_keyword("RefundIncident")
 
 ALL: tuple[SearchAttributeKey[Any], ...] = (
     STATUS, REASON, CUSTOMER, CHARGE_ID, AMOUNT, CURRENCY, RISK, SLA_BREACHED, POLICY_VERSION,
+    INCIDENT,
 )
 
 def cli_flags() -> list[str]:

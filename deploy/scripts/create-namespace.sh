@@ -7,7 +7,8 @@ temporal operator namespace describe --namespace "$ns" >/dev/null 2>&1 \
   || temporal operator namespace create --namespace "$ns" --retention 30d
 for pair in RefundStatus:Keyword RefundReason:Keyword RefundCustomer:Keyword \
             RefundChargeId:Keyword RefundAmount:Int RefundCurrency:Keyword \
-            RefundRisk:Keyword RefundSlaBreached:Bool RefundPolicyVersion:Keyword; do
+            RefundRisk:Keyword RefundSlaBreached:Bool RefundPolicyVersion:Keyword \
+            RefundIncident:Keyword; do
   name="${pair%%:*}"; type="${pair##*:}"
   temporal operator search-attribute create --namespace "$ns" --name "$name" --type "$type" \
     >/dev/null 2>&1 || true

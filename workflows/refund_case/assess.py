@@ -7,16 +7,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.stripe_models import (
-        GATHER_FACTS,
-        STRIPE_RETRY_POLICY,
-        STRIPE_START_TO_CLOSE,
-        GatherFactsInput,
-        StripeFacts,
-    )
+    from activities.stripe_models import GatherFactsInput, StripeFacts
     from core.contract import CaseStatus
     from core.money import plain
 
+    from . import stripe_calls
     from .assessment import assess
     from .runtime import CaseRuntime, cause
 
@@ -25,10 +20,8 @@ async def assess_case(rt: CaseRuntime) -> None:
     case, request = rt.case, rt.case.request
     rt.set_status(CaseStatus.assessing, "looking the purchase up in Stripe")
     try:
-        facts = await workflow.execute_activity(
-            GATHER_FACTS, GatherFactsInput(case_id=case.case_id, request=request),
-            result_type=StripeFacts, start_to_close_timeout=STRIPE_START_TO_CLOSE,
-            retry_policy=STRIPE_RETRY_POLICY,
+        facts = await stripe_calls.gather_facts(
+            GatherFactsInput(case_id=case.case_id, request=request),
             summary=f"Look up {request.charge_id or request.payment_intent_id} in Stripe",
         )
     except ActivityError as err:

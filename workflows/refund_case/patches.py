@@ -6,3 +6,5 @@ ACK_FAILURE_BREACH = "ack-failure-is-breach"
 UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
 FEEDBACK_BY_EMAIL = "feedback-by-email"
 REFUND_REVERSAL = "refund-reversal"
+STRIPE_RATE_LIMIT = "stripe-rate-limited-queue"  # Stripe calls on the throttled queue
+BILLING_INCIDENT = "billing-incident"  # incident cases: no ack, apology, outcome reports

@@ -22,13 +22,14 @@ with workflow.unsafe.imports_passed_through():
         DisputeOpenedSignal,
         EmailEventSignal,
         FeedbackSignal,
+        JoinIncidentSignal,
         RefundRequest,
         RefundUpdateSignal,
         RequestInfoSignal,
         WithdrawSignal,
     )
 
-    from . import decide, patches
+    from . import decide, incident, patches
     from .acknowledge import acknowledge
     from .assess import assess_case
     from .follow_up import follow_up, on_feedback
@@ -45,6 +46,7 @@ class RefundCase:
     def __init__(self, request: RefundRequest) -> None:
         self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id, request=request,
                                         documents=list(request.documents)))
+        self.incident = incident.IncidentReporter(self.rt)
 
     @workflow.run
     async def run(self, request: RefundRequest) -> CaseState:
@@ -52,6 +54,7 @@ class RefundCase:
         rt.record("received", f"Refund request {request.request_id} received "
                               f"({request.reason.value})", actor="customer")
         rt.keep_search_attributes()
+        incident.start_reporting(rt, self.incident)   # a billing incident's case
         try:
             await load_policy(rt)                     # 3. the policy in force, pinned
             await acknowledge(rt)                     # 1. acknowledge within the SLA
@@ -73,6 +76,7 @@ class RefundCase:
             pass  # the signal handler recorded why and told whoever needs to know
         rt.show_waiting(None, None)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.incident.finish()  # its last outcome told to the incident
         return rt.case
 
     def _close_if_disputed(self) -> None:
@@ -149,6 +153,10 @@ class RefundCase:
     @workflow.signal
     def email_event(self, sig: EmailEventSignal) -> None:
         on_email_event(self.rt, sig)
+
+    @workflow.signal
+    def join_incident(self, sig: JoinIncidentSignal) -> None:
+        incident.on_join(self.rt, self.incident, sig)
 
 
 def _refuse_if(refusal: decide.Refusal | None) -> None:
