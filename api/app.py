@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api import agents, intake, sendgrid, stripe_events
+from api import agents, incidents, intake, sendgrid, stripe_events
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
 from api.temporal import ClientFactory, ClientProvider, TemporalUnavailable
 from core.client import connect
@@ -82,6 +82,7 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.include_router(stripe_events.router)
     app.include_router(sendgrid.router)
     app.include_router(agents.router)
+    app.include_router(incidents.router)
     return app
 
 

@@ -618,6 +618,7 @@ class IncidentReport(BaseModel):
     skipped: dict[str, Tally]
     customers_emailed: list[str]
     open_cases_joined: list[str] = Field(description="Case ids decided by their agents.")
+    runs: int = Field(description="Workflow runs it took (continue-as-new).")
 
 
 class LeadAction(Strict):

@@ -5,7 +5,6 @@ continue-as-new when a run has done its share."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from temporalio import workflow
 
@@ -112,7 +111,8 @@ class IncidentRuntime:
             started_at=s.drain_started_at, finished_at=s.finished_at, counts=s.counts,
             refunded_totals=s.refunded_totals, failures=s.failures,
             failures_unlisted=s.failures_unlisted, skipped=s.skipped,
-            customers_emailed=s.customers_emailed, open_cases_joined=sorted(s.joined))
+            customers_emailed=s.customers_emailed, open_cases_joined=sorted(s.joined),
+            runs=s.runs)
 
     # --- continue-as-new ---
 
@@ -132,7 +132,3 @@ class IncidentRuntime:
 def totals_line(totals: dict[str, int]) -> str:
     return ", ".join(plain(amount, currency) for currency, amount in sorted(totals.items())) \
         or "nothing"
-
-
-def now() -> datetime:
-    return workflow.now()
