@@ -26,7 +26,11 @@ from activities.email_activities import EmailActivities
 from activities.incident_activities import IncidentActivities
 from activities.policy_activities import PolicyActivities
 from activities.stripe_activities import StripeActivities
-from activities.stripe_models import stripe_dispatch_rate, stripe_task_queue
+from activities.stripe_models import (
+    STRIPE_WORKER_SLOTS,
+    stripe_dispatch_rate,
+    stripe_task_queue,
+)
 from core.client import connect
 from core.config import Settings, get_settings
 from core.contract import TASK_QUEUE
@@ -101,7 +105,10 @@ def build_worker(
         client, task_queue=stripe_task_queue(task_queue),
         activities=chosen(StripeActivities(settings).activities()),
         max_task_queue_activities_per_second=stripe_dispatch_rate(
-            settings.STRIPE_MAX_REQUESTS_PER_SECOND))
+            settings.STRIPE_MAX_REQUESTS_PER_SECOND),
+        # A few at a time: a task dispatched is a request paid for now, so a worker that
+        # stalls must not hold many to run them in one burst later.
+        max_concurrent_activities=STRIPE_WORKER_SLOTS)
     return Workers(main, stripe)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -28,10 +28,10 @@ from activities.stripe_models import (
     LIST_CHARGES,
     LIST_INVOICE_PURCHASES,
     LOOKUP_CHARGE,
-    RATE_LIMIT_BACKOFF_BASE,
-    RATE_LIMIT_BACKOFF_MAX,
     STRIPE_PERMANENT,
     STRIPE_PERMIT,
+    STRIPE_QUEUE_SUFFIX,
+    STRIPE_RATE_LIMITED,
     STRIPE_TRANSIENT,
     ChargePage,
     ChargeSummary,
@@ -44,6 +44,7 @@ from activities.stripe_models import (
     PurchasePage,
     RefundResult,
     StripeFacts,
+    rate_limit_backoff,
 )
 from core.config import Settings
 from core.money import plain
@@ -104,12 +105,6 @@ def counting_requests() -> Iterator[list[int]]:
     finally:
         _REQUESTS.reset(token)
 
-
-def rate_limit_backoff(attempt: int) -> timedelta:
-    """Stripe's advice for a 429: back off exponentially, with jitter."""
-    base: timedelta = min(RATE_LIMIT_BACKOFF_BASE * 2 ** max(0, attempt - 1),
-                          RATE_LIMIT_BACKOFF_MAX)
-    return base * random.uniform(0.5, 1.5)
 
 
 # --- error mapping -------------------------------------------------------------------
@@ -176,13 +171,16 @@ def map_stripe_error(exc: stripe.StripeError) -> ApplicationError:
         or (type(exc) is stripe.APIError and status is None)
     )
     if code == "rate_limit" or isinstance(exc, stripe.RateLimitError):
-        # Transient, retried through the same rate-limited queue after Stripe's back-off.
-        attempt = activity.info().attempt if activity.in_activity() else 1
+        # Retried after Stripe's back-off: by Temporal, or on the rate-limited queue by
+        # the workflow, which pays for the retry's requests (STRIPE_QUEUE_RETRY_POLICY).
+        info = activity.info() if activity.in_activity() else None
+        on_stripe_queue = info is not None and info.task_queue.endswith(STRIPE_QUEUE_SUFFIX)
         return ApplicationError(
             f"Stripe {code}: {message}",
             {"code": code, "message": message, "http_status": status},
-            type=STRIPE_TRANSIENT, non_retryable=False,
-            next_retry_delay=rate_limit_backoff(attempt))
+            type=STRIPE_RATE_LIMITED if on_stripe_queue else STRIPE_TRANSIENT,
+            non_retryable=False,
+            next_retry_delay=rate_limit_backoff(info.attempt if info else 1, random.random()))
     build = transient if retryable else permanent
     error_type = STRIPE_TRANSIENT if retryable else STRIPE_PERMANENT
     return build(error_type, f"Stripe {code}: {message}", code=code, message=message,

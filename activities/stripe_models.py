@@ -43,6 +43,7 @@ PAYMENT_INTENT_REQUESTS = 1  # known only by its payment intent: one look-up mor
 # rate lets the two drift into each other (a few 429s an hour), so the queue runs at this
 # share of the setting.
 STRIPE_RATE_SHARE = 0.96
+STRIPE_WORKER_SLOTS = 5  # Stripe activities a worker runs at once
 
 
 def stripe_task_queue(task_queue: str) -> str:
@@ -57,6 +58,8 @@ def stripe_dispatch_rate(max_requests_per_second: float) -> float:
 # Error types raised by the activities (ApplicationError.type).
 STRIPE_TRANSIENT = "StripeTransient"
 STRIPE_PERMANENT = "StripePermanent"
+# A 429 on the rate-limited Stripe queue: the workflow pays for the retry (stripe_rate.py).
+STRIPE_RATE_LIMITED = "StripeRateLimited"
 
 # A refund in one of these states changes no more (but for Stripe's rare reversal of a
 # succeeded refund, which the case handles on its own).
@@ -73,11 +76,29 @@ STRIPE_RETRY_POLICY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=[STRIPE_PERMANENT],
 )
-# A 429 is retried after Stripe's recommended back-off: exponential, with jitter
-# (ApplicationError.next_retry_delay), through the same rate-limited queue.
+# On the rate-limited queue a 429 is not retried by the server (the attempt would make
+# its requests unpaid): it goes back to the workflow, which backs off as Stripe advises
+# and pays for every request of the next attempt. It is never a failure: no attempt
+# budget is spent on it. Elsewhere (cases started before the queue) it is an ordinary
+# transient error, retried by Temporal after the same back-off.
+STRIPE_QUEUE_RETRY_POLICY = RetryPolicy(
+    initial_interval=STRIPE_RETRY_POLICY.initial_interval,
+    backoff_coefficient=STRIPE_RETRY_POLICY.backoff_coefficient,
+    maximum_interval=STRIPE_RETRY_POLICY.maximum_interval,
+    maximum_attempts=STRIPE_RETRY_POLICY.maximum_attempts,
+    non_retryable_error_types=[STRIPE_PERMANENT, STRIPE_RATE_LIMITED],
+)
 RATE_LIMIT_BACKOFF_BASE = timedelta(seconds=1)
 RATE_LIMIT_BACKOFF_MAX = timedelta(seconds=32)
 STRIPE_PERMIT_START_TO_CLOSE = timedelta(seconds=10)
+
+
+def rate_limit_backoff(attempt: int, jitter: float) -> timedelta:
+    """Stripe's advice for a 429: back off exponentially, with jitter (`jitter` in [0, 1):
+    the activity's random, or the workflow's deterministic one)."""
+    base: timedelta = min(RATE_LIMIT_BACKOFF_BASE * 2 ** max(0, attempt - 1),
+                          RATE_LIMIT_BACKOFF_MAX)
+    return base * (0.5 + jitter)
 
 
 class GatherFactsInput(Strict):

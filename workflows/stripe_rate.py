@@ -20,14 +20,17 @@ import asyncio
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.stripe_models import (
         STRIPE_PERMIT,
         STRIPE_PERMIT_START_TO_CLOSE,
+        STRIPE_QUEUE_RETRY_POLICY,
+        STRIPE_RATE_LIMITED,
         STRIPE_REQUESTS,
-        STRIPE_RETRY_POLICY,
         STRIPE_START_TO_CLOSE,
+        rate_limit_backoff,
         stripe_task_queue,
     )
 
@@ -47,7 +50,7 @@ async def pay(requests: int, why: str) -> None:
         workflow.execute_activity(
             STRIPE_PERMIT, task_queue=queue(),
             start_to_close_timeout=STRIPE_PERMIT_START_TO_CLOSE,
-            retry_policy=STRIPE_RETRY_POLICY,
+            retry_policy=STRIPE_QUEUE_RETRY_POLICY,
             summary=f"Stripe rate limit: request {i + 2} of {why}")
         for i in range(requests)))
 
@@ -55,14 +58,26 @@ async def pay(requests: int, why: str) -> None:
 async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
                extra_requests: int = 0) -> T:
     """Run a Stripe activity on the Stripe queue once its requests (its usual count
-    from STRIPE_REQUESTS, plus `extra_requests`) are paid for."""
+    from STRIPE_REQUESTS, plus `extra_requests`) are paid for. A 429 comes back here:
+    after Stripe's back-off the next attempt is paid for in full, as many times as it
+    takes (a 429 is never a failure)."""
     requests = STRIPE_REQUESTS[activity] + extra_requests
-    await pay(requests - 1, summary)
-    result: T = await workflow.execute_activity(
-        activity, arg, result_type=result_type, task_queue=queue(),
-        start_to_close_timeout=STRIPE_START_TO_CLOSE, retry_policy=STRIPE_RETRY_POLICY,
-        summary=summary)
-    return result
+    limited = 0
+    while True:
+        await pay(requests - 1, summary)
+        try:
+            result: T = await workflow.execute_activity(
+                activity, arg, result_type=result_type, task_queue=queue(),
+                start_to_close_timeout=STRIPE_START_TO_CLOSE,
+                retry_policy=STRIPE_QUEUE_RETRY_POLICY, summary=summary)
+            return result
+        except ActivityError as err:
+            cause = err.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == STRIPE_RATE_LIMITED):
+                raise
+        limited += 1
+        await workflow.sleep(rate_limit_backoff(limited, workflow.random().random()),
+                             summary=f"Stripe said 429: back off ({summary})")
 
 
 def expected(activity: str, *, extra_requests: int = 0) -> int:
