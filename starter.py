@@ -5,6 +5,7 @@ and simulate policies.
     python starter.py demo                # seed a charge in the Stripe stand-in, open a case
     python starter.py open|status|approve|deny|ask|reply|feedback|withdraw ...
     python starter.py report              # trends: reasons, decisions, SLA, feedback
+    python starter.py incident open|status|approve|pause|resume|cancel|report ...
     python starter.py policy check FILE | policy simulate ...
 
 Each command lives in its own module; this file only dispatches.
@@ -27,6 +28,7 @@ COMMANDS = {
     "feedback": "cli.cases",
     "withdraw": "cli.cases",
     "report": "cli.report",
+    "incident": "cli.incidents",
     "policy": "policies.cli",
 }
 

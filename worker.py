@@ -1,4 +1,10 @@
-"""The worker: hosts the RefundCase workflow and every activity it calls.
+"""The worker: hosts the RefundCase and BillingIncident workflows and every activity they
+call, in two Temporal workers of one process:
+
+- on `refund-cases`: the workflows, the policy, email and incident activities;
+- on `refund-cases-stripe`: the Stripe activities, whose dispatch rate Temporal limits to
+  STRIPE_MAX_REQUESTS_PER_SECOND (a share of it, see activities/stripe_models.py) for all
+  the workers of that queue together: the rate limit holds however many workers run.
 
     python worker.py        # connects with core.client.connect() to TEMPORAL_ADDRESS
 
@@ -12,14 +18,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from activities.email_activities import EmailActivities
+from activities.incident_activities import IncidentActivities
 from activities.policy_activities import PolicyActivities
 from activities.stripe_activities import StripeActivities
+from activities.stripe_models import (
+    STRIPE_WORKER_SLOTS,
+    stripe_dispatch_rate,
+    stripe_task_queue,
+)
 from core.client import connect
 from core.config import ConfigError, Settings, get_settings
 from core.connection import TemporalConnectError
@@ -27,6 +40,7 @@ from core.contract import TASK_QUEUE
 from core.tracing import configure_tracing
 from core.worker_metrics import DomainMetricsInterceptor, prometheus_runtime
 from policies import library as policy_library
+from workflows.billing_incident import BillingIncident
 from workflows.refund_case import RefundCase
 
 
@@ -39,16 +53,38 @@ def activity_name(fn: Callable[..., Any]) -> str:
 
 
 def real_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity RefundCase calls, wired to the configured Stripe and email backend.
-    All are async (blocking SDK calls run in threads), so no activity executor is needed."""
-    stripe_acts = StripeActivities(settings)
+    """The activities of the workflows' queue, wired to the configured backends. All are
+    async (blocking SDK calls run in threads), so no activity executor is needed. The
+    Stripe ones are here too for cases started before the Stripe queue existed."""
     email_acts = EmailActivities(settings)
     return [
         *PolicyActivities(settings).activities(),
-        *stripe_acts.activities(),
+        *StripeActivities(settings).activities(),
         email_acts.send_email,
         email_acts.notify_ops,
+        email_acts.send_ops_report,
     ]
+
+
+class Workers:
+    """The workers of one task queue and of its Stripe queue, run and stopped together
+    (`async with build_worker(...)`, or `await build_worker(...).run()`)."""
+
+    def __init__(self, *workers: Worker) -> None:
+        self.workers = workers
+
+    async def __aenter__(self) -> Workers:
+        for worker in self.workers:
+            await worker.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        for worker in reversed(self.workers):
+            await worker.__aexit__(exc_type, exc, tb)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(worker.run() for worker in self.workers))
 
 
 def build_worker(
@@ -58,24 +94,34 @@ def build_worker(
     activity_overrides: Sequence[Callable[..., Any]] | None = None,
     task_queue: str = TASK_QUEUE,
     interceptors: Sequence[Interceptor] = (),
-) -> Worker:
-    """A worker for RefundCase. `activity_overrides` replace real activities of the same
-    name (tests inject failures this way). Domain metrics are always recorded (on the
-    client's runtime; nowhere when it has no metrics endpoint); tracing comes with the
-    client's interceptors (core.client)."""
+) -> Workers:
+    """The workers for `task_queue` and its Stripe queue. `activity_overrides` replace
+    real activities of the same name (tests inject failures this way)."""
     overrides = {activity_name(fn): fn for fn in activity_overrides or ()}
-    activities = [fn for fn in real_activities(settings) if activity_name(fn) not in overrides]
+
+    def chosen(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        names = {activity_name(fn) for fn in activities}
+        return [*(fn for fn in activities if activity_name(fn) not in overrides),
+                *(fn for name, fn in overrides.items() if name in names)]
+
     # Cases pin their policy by hash: this worker holds every version beside the file in force.
     policy_library.hold_folder(settings.REFUND_POLICY_FILE.parent)
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[RefundCase],
-        activities=[*activities, *overrides.values()],
+    main = Worker(
+        client, task_queue=task_queue, workflows=[RefundCase, BillingIncident],
+        activities=chosen([*real_activities(settings),
+                           *IncidentActivities(client, task_queue).activities()]),
         interceptors=[DomainMetricsInterceptor(), *interceptors],
         max_cached_workflows=settings.WORKER_MAX_CACHED_WORKFLOWS,
-        max_concurrent_activities=settings.WORKER_MAX_CONCURRENT_ACTIVITIES,
-    )
+        max_concurrent_activities=settings.WORKER_MAX_CONCURRENT_ACTIVITIES)
+    stripe = Worker(
+        client, task_queue=stripe_task_queue(task_queue),
+        activities=chosen(StripeActivities(settings).activities()),
+        max_task_queue_activities_per_second=stripe_dispatch_rate(
+            settings.STRIPE_MAX_REQUESTS_PER_SECOND),
+        # A few at a time: a task dispatched is a request paid for now, so a worker that
+        # stalls must not hold many to run them in one burst later.
+        max_concurrent_activities=STRIPE_WORKER_SLOTS)
+    return Workers(main, stripe)
 
 
 async def main() -> None:
@@ -85,11 +131,12 @@ async def main() -> None:
     address = settings.WORKER_METRICS_ADDRESS
     runtime = prometheus_runtime(address) if address else None
     client = await connect(settings, runtime=runtime)
-    worker = build_worker(client, settings)
-    logging.info("worker polling %s on %s; metrics %s", TASK_QUEUE,
+    workers = build_worker(client, settings)
+    logging.info("worker polling %s and %s (at most %s Stripe requests/s) on %s; metrics %s",
+                 TASK_QUEUE, stripe_task_queue(TASK_QUEUE), settings.STRIPE_MAX_REQUESTS_PER_SECOND,
                  client.service_client.config.target_host,
                  f"http://{address}/metrics" if address else "off")
-    await worker.run()
+    await workers.run()
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ from activities.email_models import (
     HTTP_TIMEOUT_SECONDS,
     NOTIFY_OPS,
     SEND_EMAIL,
+    SEND_OPS_REPORT,
     EmailInput,
     EmailSent,
     OpsNotice,
+    OpsReport,
 )
 from activities.errors import permanent, transient
 from core.reply_address import reply_address
@@ -84,6 +86,13 @@ class EmailActivities:
             context={"kind": notice.kind, "message": notice.message},
             step=f"ops-{notice.step}",  # never collides with a customer email's step
         )
+        return await asyncio.to_thread(self.deliver, email)
+
+    @activity.defn(name=SEND_OPS_REPORT)
+    async def send_ops_report(self, report: OpsReport) -> EmailSent:
+        email = EmailInput(
+            case_id=report.subject_id, template=report.template, to=self._settings.OPS_EMAIL,
+            locale="en", context=report.context, step=f"ops-{report.step}")
         return await asyncio.to_thread(self.deliver, email)
 
     # --- blocking part (runs in a worker thread) -----------------------------------

@@ -15,6 +15,7 @@ from core.models import Locale, Strict
 # Activity names: the workflow and its test doubles use these strings.
 SEND_EMAIL = "send_email"
 NOTIFY_OPS = "notify_ops"
+SEND_OPS_REPORT = "send_ops_report"
 
 # Error types raised by the activities (ApplicationError.type).
 EMAIL_TRANSIENT = "EmailTransient"
@@ -49,6 +50,9 @@ TemplateName = Literal[
 ]
 TEMPLATE_NAMES: tuple[str, ...] = get_args(TemplateName)
 REQUIRED_CONTEXT = email_render.REQUIRED_CONTEXT  # template -> required context keys
+# Reports for the ops address only, in English (customers never get them).
+OpsTemplateName = Literal["incident_report"]
+OPS_TEMPLATE_NAMES: tuple[str, ...] = get_args(OpsTemplateName)
 
 def _check_jsonable(value: Any, where: str) -> None:
     """Context crosses the workflow boundary and the sendgrid SDK's json.dumps: plain JSON
@@ -76,7 +80,7 @@ class EmailInput(Strict):
     outbox file and tags the SendGrid message, so a retry is the same email."""
 
     case_id: str = Field(min_length=1)
-    template: TemplateName
+    template: TemplateName | OpsTemplateName
     to: str = Field(min_length=3)
     locale: Locale = "en"
     context: dict[str, Any] = Field(default_factory=dict)
@@ -98,7 +102,7 @@ class EmailInput(Strict):
 class EmailSent(Strict):
     message_id: str
     backend: Literal["sendgrid", "outbox"]
-    template: TemplateName
+    template: TemplateName | OpsTemplateName
     to: str
     subject: str
 
@@ -110,3 +114,19 @@ class OpsNotice(Strict):
     kind: str = Field(min_length=1)
     message: str
     step: str = Field(min_length=1)
+
+
+class OpsReport(Strict):
+    """A report for the ops address (e.g. a billing incident's, when it ends). `subject_id`
+    is the workflow it is about; `step` names the email as for a case's emails."""
+
+    subject_id: str = Field(min_length=1)
+    template: OpsTemplateName
+    context: dict[str, Any] = Field(default_factory=dict)
+    step: str = Field(min_length=1)
+
+    @field_validator("context")
+    @classmethod
+    def _jsonable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_jsonable(value, "context")
+        return value

@@ -45,6 +45,14 @@ REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
     "ops_escalation": frozenset({"kind", "message"}),
 }
 COMMON_CONTEXT = frozenset({"case_id", "customer_email"})
+# Reports for the ops address: English only, never sent to a customer.
+OPS_REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
+    "incident_report": frozenset({
+        "incident_id", "phase", "opened_by", "approved_by", "root_cause", "explanation",
+        "amount_rule", "counts", "refunded_totals", "failures", "failures_unlisted",
+        "skipped", "customers_emailed", "open_cases_joined"}),
+}
+OPS_LOCALES = ("en",)
 
 
 class RenderError(Exception):
@@ -133,11 +141,13 @@ def environment(root: Path = TEMPLATES_DIR) -> jinja2.Environment:
 def render(template: str, locale: str, context: Mapping[str, Any]) -> RenderedEmail:
     """Subject, plain text and HTML of one email. Raises RenderError for an unknown
     template or locale, a missing context key or a value the filters refuse."""
-    if template not in REQUIRED_CONTEXT:
+    required = REQUIRED_CONTEXT.get(template) or OPS_REQUIRED_CONTEXT.get(template)
+    if required is None:
         raise RenderError(f"unknown email template {template!r}")
-    if locale not in LOCALES:
-        raise RenderError(f"unsupported locale {locale!r} (have {', '.join(LOCALES)})")
-    missing = sorted((REQUIRED_CONTEXT[template] | COMMON_CONTEXT) - context.keys())
+    locales = LOCALES if template in REQUIRED_CONTEXT else OPS_LOCALES
+    if locale not in locales:
+        raise RenderError(f"unsupported locale {locale!r} (have {', '.join(locales)})")
+    missing = sorted((required | COMMON_CONTEXT) - context.keys())
     if missing:
         raise RenderError(f"template {template!r} is missing context keys: {missing}")
     values = {**context, "locale": locale}

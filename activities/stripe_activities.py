@@ -9,9 +9,12 @@ idempotency key from the workflow, so a retry after a lost response never pays t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 from temporalio import activity
@@ -22,16 +25,33 @@ from activities.stripe_models import (
     CREATE_REFUND,
     GATHER_FACTS,
     GET_REFUND,
+    LIST_CHARGES,
+    LIST_INVOICE_PURCHASES,
+    LOOKUP_CHARGE,
     STRIPE_PERMANENT,
+    STRIPE_PERMIT,
+    STRIPE_QUEUE_SUFFIX,
+    STRIPE_RATE_LIMITED,
     STRIPE_TRANSIENT,
+    ChargePage,
+    ChargeSummary,
     CreateRefundInput,
     GatherFactsInput,
     GetRefundInput,
+    ListChargesInput,
+    ListInvoicePurchasesInput,
+    LookupChargeInput,
+    PurchasePage,
     RefundResult,
     StripeFacts,
+    rate_limit_backoff,
 )
 from core.config import Settings
 from core.money import plain
+
+if TYPE_CHECKING:  # the SDK's typed request parameters (not exported at top level)
+    from stripe.params._charge_list_params import ChargeListParams
+    from stripe.params._invoice_list_params import InvoiceListParams
 
 __all__ = [
     "CreateRefundInput",
@@ -56,6 +76,35 @@ _TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_
 
 class _NotFound(Exception):
     """The charge or payment intent does not exist (or has no charge yet)."""
+
+
+# --- counting requests (the rate limit is in Stripe requests) ------------------------
+
+_REQUESTS: ContextVar[list[int] | None] = ContextVar("stripe_requests", default=None)
+
+
+class _CountingHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, counting the requests of the activity running it (each
+    activity is its own asyncio task, so a context variable tells them apart)."""
+
+    async def request_async(self, method: str, url: str, headers: Mapping[str, str],
+                            post_data: Any = None) -> tuple[bytes, int, Mapping[str, str]]:
+        counter = _REQUESTS.get()
+        if counter is not None:
+            counter[0] += 1
+        return await super().request_async(method, url, headers, post_data)
+
+
+@contextlib.contextmanager
+def counting_requests() -> Iterator[list[int]]:
+    """`with counting_requests() as n:` ... n[0] is the number of Stripe requests made."""
+    counter = [0]
+    token = _REQUESTS.set(counter)
+    try:
+        yield counter
+    finally:
+        _REQUESTS.reset(token)
+
 
 
 # --- error mapping -------------------------------------------------------------------
@@ -123,6 +172,17 @@ def map_stripe_error(exc: stripe.StripeError) -> ApplicationError:
         or (status is not None and status >= 500)
         or (type(exc) is stripe.APIError and status is None)
     )
+    if code == "rate_limit" or isinstance(exc, stripe.RateLimitError):
+        # Retried after Stripe's back-off: by Temporal, or on the rate-limited queue by
+        # the workflow, which pays for the retry's requests (STRIPE_QUEUE_RETRY_POLICY).
+        info = activity.info() if activity.in_activity() else None
+        on_stripe_queue = info is not None and info.task_queue.endswith(STRIPE_QUEUE_SUFFIX)
+        return ApplicationError(
+            f"Stripe {code}: {message}",
+            {"code": code, "message": message, "http_status": status},
+            type=STRIPE_RATE_LIMITED if on_stripe_queue else STRIPE_TRANSIENT,
+            non_retryable=False,
+            next_retry_delay=rate_limit_backoff(info.attempt if info else 1, random.random()))
     build = transient if retryable else permanent
     error_type = STRIPE_TRANSIENT if retryable else STRIPE_PERMANENT
     return build(error_type, f"Stripe {code}: {message}", code=code, message=message,
@@ -191,12 +251,14 @@ class StripeActivities:
             settings.STRIPE_API_KEY,
             base_addresses={"api": settings.STRIPE_API_BASE},
             max_network_retries=0,
-            http_client=stripe.HTTPXClient(timeout=http_timeout),
+            http_client=_CountingHTTPXClient(timeout=http_timeout),
         )
         self._v1 = self._stripe.v1
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.stripe_gather_facts, self.stripe_create_refund, self.stripe_get_refund]
+        return [self.stripe_gather_facts, self.stripe_create_refund, self.stripe_get_refund,
+                self.stripe_lookup_charge, self.stripe_list_charges,
+                self.stripe_list_invoice_purchases, stripe_permit]
 
     # -- look-ups --
 
@@ -265,7 +327,12 @@ class StripeActivities:
     @activity.defn(name=GATHER_FACTS)
     async def stripe_gather_facts(self, inp: GatherFactsInput) -> StripeFacts:
         """Everything Stripe knows that the policy and the agent need. A missing charge
-        is a fact (found=False), not an error."""
+        is a fact (found=False), not an error. Says how many requests it made."""
+        with counting_requests() as made:
+            facts = await self._gather_facts(inp)
+        return facts.model_copy(update={"stripe_requests": made[0]})
+
+    async def _gather_facts(self, inp: GatherFactsInput) -> StripeFacts:
         req = inp.request
         try:
             charge = await self._charge(req.charge_id, req.payment_intent_id, ["customer"])
@@ -344,6 +411,124 @@ class StripeActivities:
         except stripe.StripeError as exc:
             raise map_stripe_error(exc) from None
         return refund_result(refund)
+
+
+    # -- billing incidents: one request per activity --
+
+    @activity.defn(name=LOOKUP_CHARGE)
+    async def stripe_lookup_charge(self, inp: LookupChargeInput) -> ChargeSummary:
+        """One charge (or a payment intent's latest charge) with its customer, in one
+        request. A missing one is a fact (found=False)."""
+        try:
+            if inp.ref.startswith("pi_"):
+                intent = await self._v1.payment_intents.retrieve_async(
+                    inp.ref, {"expand": ["latest_charge", "customer"]})
+                charge = _field(intent, "latest_charge")
+                if charge is None or isinstance(charge, str):
+                    return ChargeSummary(ref=inp.ref, found=False, payment_intent_id=inp.ref,
+                                         not_found_reason="the payment intent has no charge")
+                return charge_summary(inp.ref, charge, _field(intent, "customer"))
+            charge = await self._v1.charges.retrieve_async(inp.ref, {"expand": ["customer"]})
+        except stripe.StripeError as exc:
+            if _is_missing(exc):
+                return ChargeSummary(ref=inp.ref, found=False,
+                                     not_found_reason=f"{inp.ref} does not exist in Stripe")
+            raise map_stripe_error(exc) from exc
+        return charge_summary(inp.ref, charge, _field(charge, "customer"))
+
+    @activity.defn(name=LIST_CHARGES)
+    async def stripe_list_charges(self, inp: ListChargesInput) -> ChargePage:
+        """One page (100) of the charges created in the range, with their customers;
+        those of another amount or currency are left out."""
+        params: ChargeListParams = {
+            "created": {"gte": int(inp.created_from.timestamp()),
+                        "lt": int(inp.created_to.timestamp())},
+            "limit": 100, "expand": ["data.customer"]}
+        if inp.starting_after:
+            params["starting_after"] = inp.starting_after
+        try:
+            page = await self._v1.charges.list_async(params)
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        charges = [charge_summary(c.id, c, _field(c, "customer")) for c in page.data
+                   if (inp.amount is None or c.amount == inp.amount)
+                   and (inp.currency is None or c.currency == inp.currency)]
+        last = page.data[-1].id if page.data and page.has_more else None
+        return ChargePage(charges=charges, next_after=last)
+
+    @activity.defn(name=LIST_INVOICE_PURCHASES)
+    async def stripe_list_invoice_purchases(self, inp: ListInvoicePurchasesInput
+                                            ) -> PurchasePage:
+        """One page (100) of the paid invoices created in the range: the charge or payment
+        intent of each one with a line of the price or product."""
+        params: InvoiceListParams = {
+            "created": {"gte": int(inp.created_from.timestamp()),
+                        "lt": int(inp.created_to.timestamp())},
+            "status": "paid", "limit": 100, "expand": ["data.payments"]}
+        if inp.starting_after:
+            params["starting_after"] = inp.starting_after
+        try:
+            page = await self._v1.invoices.list_async(params)
+        except stripe.StripeError as exc:
+            raise map_stripe_error(exc) from exc
+        refs: list[str] = []
+        for invoice in page.data:
+            if _invoice_matches(invoice, inp.price, inp.product):
+                refs.extend(_invoice_purchases(invoice))
+        last = page.data[-1].id if page.data and page.has_more else None
+        return PurchasePage(refs=list(dict.fromkeys(refs)), next_after=last)
+
+
+@activity.defn(name=STRIPE_PERMIT)
+async def stripe_permit() -> None:
+    """Makes no request: its dispatch on the rate-limited Stripe queue pays for one more
+    request of the activity that follows it (see workflows/stripe_rate.py)."""
+
+
+def _locale(customer: Any) -> str | None:
+    locales = _field(customer, "preferred_locales") or []
+    return str(locales[0]) if locales else None
+
+
+def charge_summary(ref: str, charge: Any, customer: Any) -> ChargeSummary:
+    """A charge (and its customer, when expanded) as a billing incident sees it."""
+    live_customer = customer if customer is not None and not isinstance(customer, str) \
+        else None
+    email = (_field(live_customer, "email") or _field(charge, "billing_details", "email")
+             or _field(charge, "receipt_email"))
+    return ChargeSummary(
+        ref=ref, found=True, charge_id=charge.id,
+        payment_intent_id=_id(_field(charge, "payment_intent")),
+        status=_field(charge, "status"),
+        amount=charge.amount, amount_refunded=_field(charge, "amount_refunded") or 0,
+        currency=charge.currency, refunded=bool(_field(charge, "refunded")),
+        disputed=bool(_field(charge, "disputed")), created=_time(_field(charge, "created")),
+        customer_id=_id(customer), customer_email=email,
+        customer_locale=_locale(live_customer))
+
+
+def _invoice_matches(invoice: Any, price: str | None, product: str | None) -> bool:
+    """A line of the price / product: `line.price` on API versions before 2025-03-31,
+    `line.pricing.price_details` since."""
+    for line in _field(invoice, "lines", "data") or []:
+        old = _field(line, "price")
+        new = _field(line, "pricing", "price_details")
+        line_price = _id(old) or _field(new, "price")
+        line_product = _id(_field(old, "product")) or _id(_field(new, "product"))
+        if (price is None or price == line_price) and \
+                (product is None or product == line_product):
+            return True
+    return False
+
+
+def _invoice_purchases(invoice: Any) -> list[str]:
+    """What paid the invoice: `charge` / `payment_intent` before 2025-03-31, its
+    `payments` (when listed) since."""
+    refs = [_id(_field(invoice, "charge")) or _id(_field(invoice, "payment_intent"))]
+    for payment in _field(invoice, "payments", "data") or []:
+        refs.append(_id(_field(payment, "payment", "charge"))
+                    or _id(_field(payment, "payment", "payment_intent")))
+    return [ref for ref in refs if ref]
 
 
 def _check_refundable(charge: stripe.Charge, inp: CreateRefundInput) -> None:

@@ -16,10 +16,50 @@ from core.money import normalize_currency
 GATHER_FACTS = "stripe_gather_facts"
 CREATE_REFUND = "stripe_create_refund"
 GET_REFUND = "stripe_get_refund"
+LOOKUP_CHARGE = "stripe_lookup_charge"  # billing incidents: one charge, one request
+LIST_CHARGES = "stripe_list_charges"  # billing incidents: one page, one request
+LIST_INVOICE_PURCHASES = "stripe_list_invoice_purchases"  # one page, one request
+STRIPE_PERMIT = "stripe_permit"  # makes no request: one more Stripe request paid for
+
+# --- Stripe's rate limit, enforced by Temporal --------------------------------------
+# Every Stripe activity runs on its own task queue, `<workflow task queue>-stripe`
+# (`refund-cases-stripe`), whose dispatch rate Temporal's matching service limits for all
+# workers of the queue (Worker(max_task_queue_activities_per_second=...)). One dispatch
+# is one Stripe request: an activity that makes n requests is preceded by n - 1
+# `stripe_permit` dispatches on the same queue (workflows/stripe_rate.py). The counts
+# below are each activity's requests in the usual case.
+STRIPE_QUEUE_SUFFIX = "-stripe"
+STRIPE_REQUESTS = {
+    GATHER_FACTS: 3,  # the charge, the customer's charges, the charge's refunds; the rest
+                      # (invoice, disputes, more pages) is paid after, from `stripe_requests`
+    CREATE_REFUND: 3,  # the charge, its refunds (one of this case?), the refund
+    GET_REFUND: 1,
+    LOOKUP_CHARGE: 1,
+    LIST_CHARGES: 1,
+    LIST_INVOICE_PURCHASES: 1,
+}
+PAYMENT_INTENT_REQUESTS = 1  # known only by its payment intent: one look-up more
+# Both Temporal's limiter and Stripe's are token buckets; dispatching at exactly Stripe's
+# rate lets the two drift into each other (a few 429s an hour), so the queue runs at this
+# share of the setting.
+STRIPE_RATE_SHARE = 0.96
+STRIPE_WORKER_SLOTS = 5  # Stripe activities a worker runs at once
+
+
+def stripe_task_queue(task_queue: str) -> str:
+    """The Stripe activities' queue of the workflows on `task_queue`."""
+    return f"{task_queue}{STRIPE_QUEUE_SUFFIX}"
+
+
+def stripe_dispatch_rate(max_requests_per_second: float) -> float:
+    """Activities a second the Stripe queue may dispatch (one request each)."""
+    return max_requests_per_second * STRIPE_RATE_SHARE
 
 # Error types raised by the activities (ApplicationError.type).
 STRIPE_TRANSIENT = "StripeTransient"
 STRIPE_PERMANENT = "StripePermanent"
+# A 429 on the rate-limited Stripe queue: the workflow pays for the retry (stripe_rate.py).
+STRIPE_RATE_LIMITED = "StripeRateLimited"
 
 # A refund in one of these states changes no more (but for Stripe's rare reversal of a
 # succeeded refund, which the case handles on its own).
@@ -41,6 +81,29 @@ STRIPE_RETRY_POLICY = RetryPolicy(
 )
 # How long a case waits for Stripe before trying again after a step deadline passed.
 STRIPE_PAUSE = timedelta(minutes=5)
+# On the rate-limited queue a 429 is not retried by the server (the attempt would make
+# its requests unpaid): it goes back to the workflow, which backs off as Stripe advises
+# and pays for every request of the next attempt. It is never a failure: no attempt
+# budget is spent on it. Elsewhere (cases started before the queue) it is an ordinary
+# transient error, retried by Temporal after the same back-off.
+STRIPE_QUEUE_RETRY_POLICY = RetryPolicy(
+    initial_interval=STRIPE_RETRY_POLICY.initial_interval,
+    backoff_coefficient=STRIPE_RETRY_POLICY.backoff_coefficient,
+    maximum_interval=STRIPE_RETRY_POLICY.maximum_interval,
+    maximum_attempts=STRIPE_RETRY_POLICY.maximum_attempts,
+    non_retryable_error_types=[STRIPE_PERMANENT, STRIPE_RATE_LIMITED],
+)
+RATE_LIMIT_BACKOFF_BASE = timedelta(seconds=1)
+RATE_LIMIT_BACKOFF_MAX = timedelta(seconds=32)
+STRIPE_PERMIT_START_TO_CLOSE = timedelta(seconds=10)
+
+
+def rate_limit_backoff(attempt: int, jitter: float) -> timedelta:
+    """Stripe's advice for a 429: back off exponentially, with jitter (`jitter` in [0, 1):
+    the activity's random, or the workflow's deterministic one)."""
+    base: timedelta = min(RATE_LIMIT_BACKOFF_BASE * 2 ** max(0, attempt - 1),
+                          RATE_LIMIT_BACKOFF_MAX)
+    return base * (0.5 + jitter)
 
 
 class GatherFactsInput(Strict):
@@ -102,6 +165,7 @@ class StripeFacts(Strict):
         description="Same customer, same amount and currency, within 24 h, not refunded.",
     )
     existing_refunds: list[RefundResult] = Field(default_factory=list)
+    stripe_requests: int = Field(0, description="Requests the look-up made (rate limit).")
 
 
 class CreateRefundInput(Strict):
@@ -129,3 +193,65 @@ class CreateRefundInput(Strict):
 
 class GetRefundInput(Strict):
     refund_id: str
+
+
+# --- billing incidents: charges as the incident sees them ---------------------------
+
+PURCHASE_ID_PATTERN = r"^(ch|py|pi)_[A-Za-z0-9_]{1,70}$"  # ids of 73 characters at most
+
+
+class ChargeSummary(Strict):
+    """One charge (given by its charge or payment-intent id, `ref`) as a billing incident
+    sees it: enough to decide whether to refund it, how much, and whom to tell."""
+
+    ref: str
+    found: bool
+    not_found_reason: str | None = None
+    charge_id: str | None = None
+    payment_intent_id: str | None = None
+    status: str | None = Field(None, description="succeeded, pending, failed")
+    amount: int = 0
+    amount_refunded: int = 0
+    currency: str | None = None
+    refunded: bool = False
+    disputed: bool = False
+    created: datetime | None = None
+    customer_id: str | None = None
+    customer_email: str | None = None
+    customer_locale: str | None = Field(None, description="Stripe's preferred_locales[0].")
+
+
+class LookupChargeInput(Strict):
+    ref: str = Field(pattern=PURCHASE_ID_PATTERN)
+
+
+class ListChargesInput(Strict):
+    """One page of the charges created in [created_from, created_to), optionally of one
+    amount and currency."""
+
+    created_from: datetime
+    created_to: datetime
+    amount: int | None = None
+    currency: str | None = None
+    starting_after: str | None = None
+
+
+class ChargePage(Strict):
+    charges: list[ChargeSummary]
+    next_after: str | None = Field(None, description="None: the last page.")
+
+
+class ListInvoicePurchasesInput(Strict):
+    """One page of the paid invoices created in [created_from, created_to) with a line of
+    this price or product (the lines Stripe includes in the list: the first ten)."""
+
+    created_from: datetime
+    created_to: datetime
+    price: str | None = None
+    product: str | None = None
+    starting_after: str | None = None
+
+
+class PurchasePage(Strict):
+    refs: list[str] = Field(description="Charge or payment-intent ids of matching invoices.")
+    next_after: str | None = None

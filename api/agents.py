@@ -23,7 +23,7 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError as RPCTim
 from temporalio.common import SearchAttributeKey
 
 from api.deps import Actor, Agent, get_cases, get_client
-from api.intake import CaseStarted, started_response
+from api.intake import INCIDENT_NOT_ALLOWED, CaseStarted, started_response
 from api.logging import annotate
 from api.temporal import RPC_TIMEOUT, temporal_call
 from core import search_attributes as sa
@@ -227,6 +227,8 @@ async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSON
     """The agent who opened the case is recorded in the workflow's memo (`opened_by`,
     shown by the Temporal UI and `describe`), not in the request itself."""
     annotate(request, case_id=body.case_id, action="open", reason=body.reason.value)
+    if body.incident is not None:
+        raise HTTPException(422, INCIDENT_NOT_ALLOWED)
     cases = await get_cases(request)
     async with temporal_call("start case"):
         started = await cases.start(body, opened_by=f"agent:{agent.agent}")

@@ -13,7 +13,7 @@ from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, Field
 
 import console
-from api import agents, intake, sendgrid, stripe_events
+from api import agents, incidents, intake, sendgrid, stripe_events
 from api.codec_server import create_codec_app
 from api.docs import add_docs
 from api.logging import RequestLogMiddleware, annotate, setup_logging, warning
@@ -100,6 +100,7 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None, 
     app.mount("/codec", create_codec_app(settings, codec_from_settings(settings)))
     tracing.instrument_fastapi(app, tracer_provider)
     console.mount(app, settings)
+    app.include_router(incidents.router)
     return app
 
 

@@ -25,6 +25,8 @@ from core.contract import RefundRequest
 router = APIRouter(tags=["webhooks"])
 
 MAX_BODY_BYTES = 256 * 1024
+# Only a billing incident (approved by two leads) opens a case carrying `incident`.
+INCIDENT_NOT_ALLOWED = "`incident` is set only by a billing incident (POST /incidents)"
 
 
 class CaseStarted(BaseModel):
@@ -109,6 +111,9 @@ async def refund_request_webhook(request: Request, settings: AppSettings) -> JSO
     except ValidationError as exc:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+    if refund_request.incident is not None:
+        annotate(request, outcome="invalid_body")
+        return JSONResponse({"detail": INCIDENT_NOT_ALLOWED}, status_code=422)
     annotate(request, case_id=refund_request.case_id, reason=refund_request.reason.value)
     cases = await get_cases(request)
     async with temporal_call("start case"):

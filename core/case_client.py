@@ -17,6 +17,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    Priority,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -99,9 +100,11 @@ class CaseClient:
     def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(case_id)
 
-    async def start(self, request: RefundRequest, *, opened_by: str | None = None) -> Started:
+    async def start(self, request: RefundRequest, *, opened_by: str | None = None,
+                    priority: Priority | None = None) -> Started:
         """Start the case; nothing is started when this request id was seen before, even
-        once its case closed (a new run would email and assess the customer again)."""
+        once its case closed (a new run would email and assess the customer again).
+        `priority`: a billing incident's cases go after ordinary ones."""
         case_id = request.case_id
         attributes = search_attributes_of(CaseState(case_id=case_id, request=request))
         if self.customer_ref_key:
@@ -115,6 +118,7 @@ class CaseClient:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(attributes),
                 memo={OPENED_BY: opened_by} if opened_by else None,
+                priority=priority or Priority.default,
                 rpc_timeout=self.rpc_timeout,
             )
         except WorkflowAlreadyStartedError:

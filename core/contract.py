@@ -11,23 +11,33 @@ Pure (no I/O): the workflow sandbox imports this module.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from temporalio.common import (
+    Priority,
     SearchAttributeKey,
     SearchAttributePair,
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
 
-from activities.stripe_models import RefundResult, StripeFacts
+from activities.stripe_models import (
+    PURCHASE_ID_PATTERN,
+    ChargeSummary,
+    RefundResult,
+    StripeFacts,
+)
 from core import search_attributes as sa
 from core.models import (
     CASE_ID,
     CHARGE_ID,
+    INCIDENT_ID_PATTERN,
     REQUEST_ID_PATTERN,
     TERMINAL_STATUSES,
     UNDELIVERABLE_EMAIL_EVENTS,
@@ -40,6 +50,7 @@ from core.models import (
     DisputeOpenedSignal,
     EmailEventSignal,
     FeedbackSignal,
+    IncidentLink,
     Locale,
     NoteSignal,
     RefundReason,
@@ -49,10 +60,12 @@ from core.models import (
     RequestInfoSignal,
     RetryRefundSignal,
     SatisfyRequirementSignal,
+    Strict,
     TimelineEntry,
     WithdrawSignal,
     case_id_for,
 )
+from core.money import normalize_currency, plain, round_down_to_step
 from policies.facts import PolicyDecision, RiskLevel
 from policies.model import Policy
 
@@ -124,6 +137,7 @@ class Signal(StrEnum):
     feedback = "feedback"
     withdraw = "withdraw"
     email_event = "email_event"
+    join_incident = "join_incident"
 
 
 class Update(StrEnum):
@@ -240,6 +254,10 @@ class CaseProgress(BaseModel):
     # A Stripe outage: the case waits for Stripe and tries again, never deciding without it.
     stripe_unreachable_since: datetime | None = None
     stripe_retry_requested: bool = False
+    joined_incident: IncidentLink | None = Field(
+        None, description="a billing incident that covers this open case's charge")
+    incident_reported: CaseStatus | None = Field(
+        None, description="the last status told to the billing incident")
 
 
 class CaseState(BaseModel):
@@ -275,6 +293,11 @@ class CaseState(BaseModel):
     deadline: datetime | None = None
     progress: CaseProgress = Field(default_factory=CaseProgress)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    @property
+    def incident(self) -> IncidentLink | None:
+        """The billing incident covering this case: it opened it, or the case joined it."""
+        return self.request.incident or self.progress.joined_incident
 
     @property
     def outside_refunded(self) -> int:
@@ -334,6 +357,7 @@ def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
          or request.currency),
         (sa.RISK, case.assessment.risk if case.assessment else None),
         (sa.POLICY_VERSION, case.policy_version),
+        (sa.INCIDENT, case.incident.incident_id if case.incident else None),
     ]
     return [SearchAttributePair(key, value) for key, value in values if value is not None]
 
@@ -384,3 +408,401 @@ def console_attribute_updates(case: CaseState, current: TypedSearchAttributes
             continue
         updates.append(key.value_unset() if value is None else key.value_set(value))
     return updates
+
+
+# ======================================================================================
+# BillingIncident: the charges of one billing incident refunded through their own cases
+# ======================================================================================
+# Its cases are ordinary RefundCases (id refund-incident-<incident id>-<charge id>) that
+# carry an IncidentLink and report their outcome to the incident with the `case_outcome`
+# signal; an open case on a charge joins the incident (signal `join_incident`).
+
+INCIDENT_WORKFLOW_TYPE = "BillingIncident"
+INCIDENT_WORKFLOW_ID = re.compile(rf"^incident-{INCIDENT_ID_PATTERN}$")
+MAX_INCIDENT_CHARGES = 50_000
+# Incident cases (and so their activities, which inherit it) go after ordinary cases'
+# tasks on every queue: an incident never starves an ordinary customer (default 3).
+INCIDENT_PRIORITY = Priority(priority_key=4)
+MAX_LISTED = 1_000  # failures kept by name in the report; the rest are counted
+MAX_EXAMPLES = 20  # ids shown per group of skipped charges
+
+
+def incident_workflow_id(incident_id: str) -> str:
+    return f"incident-{incident_id}"
+
+
+def incident_case_request_id(incident_id: str, ref: str) -> str:
+    """The request id of the case an incident opens for one charge: stable, so that a
+    retried start finds the case instead of making a second one."""
+    return f"incident-{incident_id}-{ref}"
+
+
+class IncidentSignal(StrEnum):
+    case_outcome = "case_outcome"
+
+
+class IncidentUpdate(StrEnum):
+    """Leads' actions; refusals raise ActionRefused as a case's updates do."""
+
+    approve = "approve_incident"
+    pause = "pause_incident"
+    resume = "resume_incident"
+    cancel = "cancel_incident"
+
+
+class IncidentQuery(StrEnum):
+    progress = "progress"
+    report = "report"
+
+
+class IncidentPhase(StrEnum):
+    dry_run = "dry_run"
+    awaiting_approval = "awaiting_approval"
+    draining = "draining"
+    done = "done"
+    cancelled = "cancelled"
+
+
+ChargeOutcomeKind = Literal["refunded", "to_agent", "failed", "skipped", "cancelled"]
+SkipReason = Literal["not_found", "not_paid", "already_refunded", "disputed", "no_email",
+                     "nothing_due", "outside_query", "older_than_policy_window",
+                     "unsupported_payment"]
+
+
+class AmountRule(Strict):
+    """What to refund on each charge: all of it, a fixed over-charge per currency, or a
+    share of the charge. Never more than is still refundable, in Stripe's refund steps."""
+
+    kind: Literal["full", "fixed", "percent"] = "full"
+    fixed: dict[str, int] = Field(default_factory=dict, description="currency -> minor units")
+    percent: Decimal | None = Field(None, gt=0, le=100, max_digits=9, decimal_places=4)
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(amount <= 0 for amount in v.values()):
+            raise ValueError("fixed amounts are positive minor units")
+        return {normalize_currency(currency): amount for currency, amount in v.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AmountRule:
+        if self.kind == "fixed" and not self.fixed:
+            raise ValueError("a fixed amount rule needs at least one currency's amount")
+        if self.kind == "percent" and self.percent is None:
+            raise ValueError("a percent amount rule needs the percent")
+        if (self.kind != "fixed" and self.fixed) or (self.kind != "percent" and self.percent):
+            raise ValueError(f"a {self.kind} amount rule takes no other amounts")
+        return self
+
+    def due(self, charge: ChargeSummary) -> int | None:
+        """What to refund on this charge; None when the rule has no amount for its
+        currency (a fixed rule)."""
+        currency = charge.currency or "usd"
+        refundable = max(0, charge.amount - charge.amount_refunded)
+        if self.kind == "fixed":
+            if currency not in self.fixed:
+                return None
+            wanted = self.fixed[currency]
+        elif self.kind == "percent":
+            assert self.percent is not None
+            share = Fraction(charge.amount) * Fraction(str(self.percent)) / 100
+            wanted = int(share + Fraction(1, 2))  # half up, to the minor unit
+        else:
+            wanted = refundable
+        return round_down_to_step(min(wanted, refundable), currency)
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return ", ".join(plain(a, c) for c, a in sorted(self.fixed.items())) + \
+                " per charge"
+        if self.kind == "percent":
+            return f"{self.percent}% of each charge"
+        return "the full charge"
+
+
+class ChargeQuery(Strict):
+    """The charges of an incident found in Stripe: created in [created_from, created_to),
+    of an amount (and currency) and/or from invoices with a line of a price or product."""
+
+    created_from: datetime
+    created_to: datetime
+    amount: int | None = Field(None, gt=0, description="minor units")
+    currency: str | None = None
+    price: str | None = Field(None, pattern=r"^price_[A-Za-z0-9_]{1,80}$")
+    product: str | None = Field(None, pattern=r"^prod_[A-Za-z0-9_]{1,80}$")
+
+    @field_validator("created_from", "created_to")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        return normalize_currency(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _narrow(self) -> ChargeQuery:
+        if self.created_to <= self.created_from:
+            raise ValueError("created_to must be after created_from")
+        if self.amount is None and self.price is None and self.product is None:
+            raise ValueError("a query needs an amount, a price or a product besides the "
+                             "time range")
+        return self
+
+    def matches(self, charge: ChargeSummary) -> bool:
+        """The amount / currency filters (the price / product ones select invoices)."""
+        return (self.amount is None or charge.amount == self.amount) and \
+            (self.currency is None or charge.currency == self.currency)
+
+
+class IncidentRequest(Strict):
+    """A billing incident as a lead opens it: input of `BillingIncident`."""
+
+    incident_id: str = Field(pattern=rf"^{INCIDENT_ID_PATTERN}$", examples=["2026-11-pricing"])
+    root_cause: str = Field(min_length=1, max_length=2_000,
+                            description="Internal: never shown to customers.")
+    explanation: dict[Locale, str] = Field(
+        description="What customers are told, per locale (en at least).",
+        examples=[{"en": "A pricing error charged your subscription twice."}])
+    amount: AmountRule = Field(default_factory=AmountRule)
+    charges: list[str] = Field(default_factory=list, max_length=MAX_INCIDENT_CHARGES,
+                               description="Charge (ch_) or payment-intent (pi_) ids.")
+    query: ChargeQuery | None = None
+    opened_by: str = Field(min_length=1, max_length=100, description="The lead who opens it.")
+    in_flight: int = Field(100, ge=1, le=1_000, description="Cases refunding at once.")
+    batch: int = Field(25, ge=1, le=200, description="Charges looked up and started at once.")
+    charges_per_run: int = Field(1_000, ge=1, le=5_000,
+                                 description="Charges per workflow run (continue-as-new).")
+
+    @field_validator("charges")
+    @classmethod
+    def _charges(cls, v: list[str]) -> list[str]:
+        pattern = re.compile(PURCHASE_ID_PATTERN)
+        bad = [ref for ref in v if not pattern.match(ref)]
+        if bad:
+            raise ValueError(f"not charge or payment-intent ids: {', '.join(bad[:5])}")
+        if len(set(v)) != len(v):
+            raise ValueError("a charge is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IncidentRequest:
+        if bool(self.charges) == (self.query is not None):
+            raise ValueError("give the charges either as a list (file) or as a Stripe query")
+        self.link()  # the explanation is checked as the cases will read it
+        return self
+
+    @property
+    def workflow_id(self) -> str:
+        return incident_workflow_id(self.incident_id)
+
+    def link(self) -> IncidentLink:
+        return IncidentLink(incident_id=self.incident_id, root_cause=self.root_cause,
+                            explanation=self.explanation)
+
+
+class Tally(BaseModel):
+    """How many, and a few of them by id."""
+
+    count: int = 0
+    examples: list[str] = Field(default_factory=list)
+
+    def add(self, ref: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(ref)
+
+
+class DryRun(BaseModel):
+    """What the incident would do, computed before any money moves."""
+
+    charges: int = Field(0, description="Charges in scope (listed, or found by the query).")
+    to_refund: int = Field(0, description="Cases to open or join.")
+    totals: dict[str, int] = Field(default_factory=dict, description="To refund, per currency.")
+    skipped: dict[str, Tally] = Field(default_factory=dict,
+                                      description="By reason: already_refunded, disputed, ...")
+    open_case_on_charge: Tally = Field(default_factory=Tally,
+                                       description="Charges whose open case will be joined.")
+    customer_has_open_case: Tally = Field(
+        default_factory=Tally, description="Charges whose customer has an open case on "
+                                           "another charge.")
+
+
+class ChargeFailure(BaseModel):
+    ref: str
+    case_id: str | None = None
+    kind: ChargeOutcomeKind
+    reason: str
+
+
+class IncidentEvent(BaseModel):
+    at: datetime
+    actor: str = Field(description="system | lead:<id> | case:<id>")
+    kind: str
+    message: str
+
+
+class IncidentCounts(BaseModel):
+    charges: int = 0
+    processed: int = Field(0, description="Looked up during the drain and acted on.")
+    started: int = 0
+    joined: int = 0
+    refunded: int = 0
+    to_agent: int = Field(0, description="Routed to an agent (e.g. Stripe refused).")
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.refunded + self.to_agent + self.failed + self.skipped + self.cancelled
+
+
+class IncidentState(BaseModel):
+    """Everything the incident knows, carried across continue-as-new. Per-charge detail is
+    kept only where the report needs it (failures, customers emailed); the cases hold the
+    rest."""
+
+    incident_id: str
+    phase: IncidentPhase = IncidentPhase.dry_run
+    paused: bool = False
+    opened_by: str
+    approved_by: str | None = None
+    cancelled_by: str | None = None
+    dry_run: DryRun | None = None
+    refs: list[str] = Field(default_factory=list, description="Found by the query.")
+    position: int = Field(0, description="Charges of the list handled so far.")
+    counts: IncidentCounts = Field(default_factory=IncidentCounts)
+    refunded_totals: dict[str, int] = Field(default_factory=dict)
+    in_flight: dict[str, str] = Field(default_factory=dict,
+                                      description="case id -> charge: no outcome yet")
+    to_agent: dict[str, str] = Field(default_factory=dict, description="case id -> charge")
+    joined: dict[str, str] = Field(default_factory=dict, description="case id -> charge")
+    failures: list[ChargeFailure] = Field(default_factory=list)
+    failures_unlisted: int = 0
+    skipped: dict[str, Tally] = Field(default_factory=dict)
+    customers_emailed: list[str] = Field(default_factory=list)
+    drain_started_at: datetime | None = None
+    paused_seconds: float = 0.0
+    paused_at: datetime | None = None
+    finished_at: datetime | None = None
+    runs: int = 1
+    timeline: list[IncidentEvent] = Field(default_factory=list)
+    # the dry run, resumable across continue-as-new
+    listing_done: bool = False
+    list_cursor: str | None = None
+    candidates: list[str] = Field(default_factory=list,
+                                  description="Found through invoices, before the look-up.")
+    dry_position: int = 0
+    policy_window_days: int | None = Field(
+        None, description="The policy's billing-error window: older charges are skipped "
+                          "(their cases would be denied).")
+
+
+class IncidentProgress(BaseModel):
+    """The `progress` query: where the incident is, without the long lists."""
+
+    incident_id: str
+    phase: IncidentPhase
+    paused: bool
+    opened_by: str
+    approved_by: str | None
+    cancelled_by: str | None
+    amount_rule: str
+    dry_run: DryRun | None
+    counts: IncidentCounts
+    done: int
+    in_flight: int
+    refunded_totals: dict[str, int]
+    estimated_seconds_left: float | None
+    recent_failures: list[ChargeFailure]
+    runs: int
+    timeline: list[IncidentEvent]
+
+
+class IncidentReport(BaseModel):
+    """When the incident ends (done or cancelled): for ops, by email and through the API."""
+
+    incident_id: str
+    phase: IncidentPhase
+    opened_by: str
+    approved_by: str | None
+    cancelled_by: str | None
+    root_cause: str
+    explanation: str = Field(description="The English explanation customers received.")
+    amount_rule: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: IncidentCounts
+    refunded_totals: dict[str, int]
+    failures: list[ChargeFailure]
+    failures_unlisted: int
+    skipped: dict[str, Tally]
+    customers_emailed: list[str]
+    open_cases_joined: list[str] = Field(description="Case ids decided by their agents.")
+    runs: int = Field(description="Workflow runs it took (continue-as-new).")
+
+
+class LeadAction(Strict):
+    lead: str = Field(min_length=1, max_length=100)
+    note: str = Field("", max_length=2_000)
+
+
+class IncidentActionResult(BaseModel):
+    accepted: bool
+    phase: IncidentPhase
+    paused: bool
+    message: str
+
+
+class CaseOutcome(Strict):
+    """A case tells its incident where it stands (refunded, refund failed, with an agent,
+    closed): signal `case_outcome`, sent on each such status."""
+
+    case_id: str
+    ref: str | None = Field(None, description="The charge or payment intent of the case.")
+    status: CaseStatus
+    refunded: int = Field(0, description="Minor units refunded, when refunded.")
+    currency: str | None = None
+    customer_email: str
+    apology_sent: bool = False
+    reason: str = ""
+
+
+class JoinIncidentSignal(Strict):
+    """Signal `join_incident`: a billing incident covers this open case's charge."""
+
+    link: IncidentLink
+
+
+__all__ += [
+    "INCIDENT_PRIORITY",
+    "INCIDENT_WORKFLOW_ID",
+    "INCIDENT_WORKFLOW_TYPE",
+    "MAX_INCIDENT_CHARGES",
+    "AmountRule",
+    "CaseOutcome",
+    "ChargeFailure",
+    "ChargeOutcomeKind",
+    "ChargeQuery",
+    "DryRun",
+    "IncidentActionResult",
+    "IncidentCounts",
+    "IncidentEvent",
+    "IncidentLink",
+    "IncidentPhase",
+    "IncidentProgress",
+    "IncidentQuery",
+    "IncidentReport",
+    "IncidentRequest",
+    "IncidentSignal",
+    "IncidentState",
+    "IncidentUpdate",
+    "JoinIncidentSignal",
+    "LeadAction",
+    "SkipReason",
+    "Tally",
+    "incident_case_request_id",
+    "incident_workflow_id",
+]

@@ -92,6 +92,40 @@ CHARGE_ID = re.compile(rf"^{CHARGE_ID_PATTERN}$")
 # search attribute RefundAmount (int64) valid, so a bad amount is a 422, never a 503.
 MAX_STRIPE_AMOUNT = 99_999_999
 
+# A billing incident's id, and so its workflow id `incident-<id>`; short, because the
+# request ids of its cases are `incident-<id>-<charge id>`.
+INCIDENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}"
+
+
+class IncidentLink(Strict):
+    """What a case knows of the billing incident that covers its charge. Set only by the
+    incident (the intake and the agents' API refuse it): the incident's approval by two
+    leads confirms the billing error for every charge it covers."""
+
+    incident_id: str = Field(pattern=rf"^{INCIDENT_ID_PATTERN}$")
+    root_cause: str = Field(min_length=1, max_length=2_000,
+                            description="Internal: what went wrong (timeline, tag).")
+    explanation: dict[Locale, str] = Field(
+        description="What the customer is told, per locale (en at least); never the root "
+                    "cause.")
+
+    @field_validator("explanation")
+    @classmethod
+    def _has_english(cls, v: dict[Locale, str]) -> dict[Locale, str]:
+        if not v.get("en", "").strip():
+            raise ValueError("an English explanation is required (the fallback locale)")
+        if any(not text.strip() or len(text) > 2_000 for text in v.values()):
+            raise ValueError("each explanation is 1-2000 characters")
+        return v
+
+    def explanation_for(self, locale: Locale) -> str:
+        return self.explanation.get(locale) or self.explanation["en"]
+
+    @property
+    def tag(self) -> str:
+        """The root-cause tag of its cases (Stripe metadata, the trend report)."""
+        return f"incident-{self.incident_id}"
+
 
 class RefundRequest(Strict):
     """A customer's refund request, as the billing system or helpdesk sends it."""
@@ -117,6 +151,8 @@ class RefundRequest(Strict):
     currency: str | None = Field(None, examples=["usd"])
     locale: Locale = "en"
     documents: list[str] = Field(default_factory=list, max_length=20)
+    incident: IncidentLink | None = Field(
+        None, description="Set only on the cases a billing incident opens.")
 
     @field_validator("customer_email")
     @classmethod

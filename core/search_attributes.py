@@ -17,6 +17,10 @@ CURRENCY = SearchAttributeKey.for_keyword("RefundCurrency")
 RISK = SearchAttributeKey.for_keyword("RefundRisk")
 SLA_BREACHED = SearchAttributeKey.for_bool("RefundSlaBreached")
 POLICY_VERSION = SearchAttributeKey.for_keyword("RefundPolicyVersion")
+# The billing incident a case belongs to (its id), on the incident's own cases and on the
+# open cases it joined.
+INCIDENT = SearchAttributeKey.for_keyword("RefundIncident")
+
 # Kept for the agent console: who holds the case, and when what it waits for is due (the
 # deadline of the current wait; once escalated past its SLA, when the SLA was breached).
 ASSIGNEE = SearchAttributeKey.for_keyword("RefundAssignee")
@@ -24,7 +28,7 @@ DEADLINE = SearchAttributeKey.for_datetime("RefundDeadline")
 
 ALL: tuple[SearchAttributeKey[Any], ...] = (
     STATUS, REASON, CUSTOMER, CHARGE_ID, AMOUNT, CURRENCY, RISK, SLA_BREACHED, POLICY_VERSION,
-    ASSIGNEE, DEADLINE,
+    ASSIGNEE, DEADLINE, INCIDENT,
 )
 
 def cli_flags() -> list[str]:

@@ -21,12 +21,14 @@ from temporalio.worker import Worker
 
 from activities.email_models import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
 from activities.errors import permanent, transient
+from activities.stripe_activities import stripe_permit
 from activities.stripe_models import (
     CreateRefundInput,
     GatherFactsInput,
     GetRefundInput,
     RefundResult,
     StripeFacts,
+    stripe_task_queue,
 )
 from core.case_client import CaseClient
 from core.config import DEV_CUSTOMER_REF_KEY
@@ -178,14 +180,17 @@ class Case:
         self.task_queue = f"tq-{uuid.uuid4().hex[:8]}"
         self.worker = Worker(env.client, task_queue=self.task_queue, workflows=[RefundCase],
                              activities=fakes.activities())
+        self.stripe_worker = stripe_worker(env.client, self.task_queue, fakes.activities())
         self.handle: WorkflowHandle[RefundCase, CaseResult]
 
     async def __aenter__(self) -> Case:
         await self.worker.__aenter__()
+        await self.stripe_worker.__aenter__()
         self.handle = await start(self.env.client, self.request, self.task_queue)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.stripe_worker.__aexit__(*exc)
         await self.worker.__aexit__(*exc)
 
     async def state(self) -> CaseState:
@@ -219,6 +224,14 @@ class Case:
                                  f"{state.waiting_for}, {[t.kind for t in state.timeline]}"
                                  ) from None
         return await self.state()
+
+
+def stripe_worker(client: Client, task_queue: str, activities: list[Callable[..., Any]]
+                  ) -> Worker:
+    """The doubles on the task queue's Stripe queue, where the workflows call Stripe, with
+    the real (no-op) permit activity that pays for a request."""
+    return Worker(client, task_queue=stripe_task_queue(task_queue),
+                  activities=[*activities, stripe_permit])
 
 
 async def start(client: Client, req: RefundRequest, task_queue: str

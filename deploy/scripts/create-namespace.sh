@@ -8,7 +8,7 @@ temporal operator namespace describe --namespace "$ns" >/dev/null 2>&1 \
 for pair in RefundStatus:Keyword RefundReason:Keyword RefundCustomer:Keyword \
             RefundChargeId:Keyword RefundAmount:Int RefundCurrency:Keyword \
             RefundRisk:Keyword RefundSlaBreached:Bool RefundPolicyVersion:Keyword \
-            RefundAssignee:Keyword RefundDeadline:Datetime; do
+            RefundAssignee:Keyword RefundDeadline:Datetime RefundIncident:Keyword; do
   name="${pair%%:*}"; type="${pair##*:}"
   temporal operator search-attribute create --namespace "$ns" --name "$name" --type "$type" \
     >/dev/null 2>&1 || true

@@ -9,10 +9,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from . import patches
+    from .incident import skips_acknowledgment
     from .runtime import CaseRuntime, iso
 
 
 async def acknowledge(rt: CaseRuntime) -> None:
+    if skips_acknowledgment(rt):
+        return
     sla = rt.policy.sla.acknowledge
     due = workflow.info().start_time + sla
     # What the customer is promised: a decision (or our questions) within the agent SLA.

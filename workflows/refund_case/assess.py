@@ -7,18 +7,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.stripe_models import (
-        GATHER_FACTS,
-        STRIPE_RETRY_POLICY,
-        STRIPE_START_TO_CLOSE,
-        STRIPE_STEP_DEADLINE,
-        GatherFactsInput,
-        StripeFacts,
-    )
+    from activities.stripe_models import STRIPE_STEP_DEADLINE, GatherFactsInput, StripeFacts
     from core.contract import CaseStatus
     from core.money import plain
 
-    from . import patches
+    from . import patches, stripe_calls
     from .assessment import assess
     from .runtime import CaseRuntime, cause, is_refusal
 
@@ -30,13 +23,10 @@ async def assess_case(rt: CaseRuntime) -> None:
     while True:
         rt.show_waiting("Stripe to answer the look-up (retried until it does)", None)
         try:
-            facts = await workflow.execute_activity(
-                GATHER_FACTS, GatherFactsInput(case_id=case.case_id, request=request),
-                result_type=StripeFacts, start_to_close_timeout=STRIPE_START_TO_CLOSE,
-                schedule_to_close_timeout=STRIPE_STEP_DEADLINE if waits else None,
-                retry_policy=STRIPE_RETRY_POLICY,
+            facts = await stripe_calls.gather_facts(
+                GatherFactsInput(case_id=case.case_id, request=request),
                 summary=f"Look up {request.charge_id or request.payment_intent_id} in Stripe",
-            )
+                deadline=STRIPE_STEP_DEADLINE if waits else None)
             rt.stripe_answered()
             rt.show_waiting(None, None)
             break

@@ -27,10 +27,13 @@ def assess(request: RefundRequest, facts: StripeFacts, *, external_refunded: int
     else:
         findings.extend(_inconsistencies(request, facts, external_refunded))
     score, reasons = _risk(request, facts, [code for code, _ in findings])
+    incident = request.incident  # two leads approved a billing incident covering it
     confirmed = (request.reason in BILLING_REASONS and facts.found
-                 and bool(facts.duplicate_charge_ids))
+                 and (bool(facts.duplicate_charge_ids) or incident is not None))
     root_cause = None
-    if confirmed:
+    if confirmed and incident is not None:
+        root_cause = f"{incident.tag}: {incident.root_cause}"
+    elif confirmed:
         root_cause = ("duplicate_charge: the customer was charged "
                       f"{plain(facts.amount, facts.currency or 'usd')} again within 24 h "
                       f"({', '.join(facts.duplicate_charge_ids)})")

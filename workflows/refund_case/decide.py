@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import patches
     from .gather_info import ask
+    from .incident import apology_context
     from .policy import evaluate_case
     from .runtime import CaseRuntime, iso
 
@@ -101,8 +102,7 @@ async def send_approval(rt: CaseRuntime, amount: int) -> None:
     assessment = rt.case.assessment
     if assessment is not None and assessment.billing_error_confirmed:
         await rt.email("billing_error_apology", "approval",
-                       {**money, "root_cause": assessment.root_cause or "",
-                        "next_steps_by": by})
+                       {**money, **apology_context(rt.case), "next_steps_by": by})
     else:
         await rt.email("approval", "approval", {**money, "next_steps_by": by})
     rt.checkpoint()

@@ -9,3 +9,5 @@ REFUND_REVERSAL = "refund-reversal"
 CONTINUE_AS_NEW = "continue-as-new"  # long waits for people continue in a fresh history
 STRIPE_OUTAGE_WAITS = "stripe-outage-waits"  # an outage is waited out, never a decision
 PINNED_POLICY = "pinned-policy"  # a PolicyRef in history instead of the whole policy
+STRIPE_RATE_LIMIT = "stripe-rate-limited-queue"  # Stripe calls on the throttled queue
+BILLING_INCIDENT = "billing-incident"  # incident cases: no ack, apology, outcome reports

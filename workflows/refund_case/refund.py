@@ -15,11 +15,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.stripe_models import (
-        CREATE_REFUND,
         FINAL_REFUND_STATUSES,
-        GET_REFUND,
-        STRIPE_RETRY_POLICY,
-        STRIPE_START_TO_CLOSE,
         STRIPE_STEP_DEADLINE,
         CreateRefundInput,
         GetRefundInput,
@@ -28,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from core.contract import CaseStatus, RefundUpdateSignal
     from core.money import plain
 
-    from . import patches
+    from . import patches, stripe_calls
     from .assess import root_cause_tag
     from .runtime import CaseRuntime, cause, details, is_refusal
 
@@ -66,13 +62,9 @@ async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
         rt.show_waiting(f"Stripe to create the refund of {rt.money(amount)} (retried until "
                         "Stripe answers)", None)
         try:
-            result = await workflow.execute_activity(
-                CREATE_REFUND, request, result_type=RefundResult,
-                start_to_close_timeout=STRIPE_START_TO_CLOSE,
-                schedule_to_close_timeout=STRIPE_STEP_DEADLINE if waits else None,
-                retry_policy=STRIPE_RETRY_POLICY,
-                summary=f"Refund {rt.money(amount)} on {facts.charge_id}",
-            )
+            result = await stripe_calls.create_refund(
+                request, summary=f"Refund {rt.money(amount)} on {facts.charge_id}",
+                deadline=STRIPE_STEP_DEADLINE if waits else None)
             rt.stripe_answered()
             rt.show_waiting(None, None)
             break
@@ -136,12 +128,9 @@ async def _poll(rt: CaseRuntime) -> None:
     made = rt.case.refund
     assert made is not None
     try:
-        result = await workflow.execute_activity(
-            GET_REFUND, GetRefundInput(refund_id=made.refund_id), result_type=RefundResult,
-            start_to_close_timeout=STRIPE_START_TO_CLOSE,
-            schedule_to_close_timeout=STRIPE_STEP_DEADLINE, retry_policy=STRIPE_RETRY_POLICY,
-            summary=f"Poll refund {made.refund_id}",
-        )
+        result = await stripe_calls.get_refund(
+            GetRefundInput(refund_id=made.refund_id), summary=f"Poll refund {made.refund_id}",
+            deadline=STRIPE_STEP_DEADLINE)
     except ActivityError as err:
         rt.record("refund_poll_failed", f"Polling the refund failed: {cause(err)}")
         return

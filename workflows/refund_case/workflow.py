@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         DisputeOpenedSignal,
         EmailEventSignal,
         FeedbackSignal,
+        JoinIncidentSignal,
         RefundRequest,
         RefundUpdateSignal,
         RequestInfoSignal,
@@ -31,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawSignal,
     )
 
-    from . import decide, patches
+    from . import decide, incident, patches
     from .acknowledge import acknowledge
     from .assess import assess_case
     from .follow_up import follow_up, on_feedback
@@ -54,6 +55,7 @@ class RefundCase:
         else:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
+        self.incident = incident.IncidentReporter(self.rt)
 
     @workflow.run
     async def run(self, start: RefundRequest | ContinuedCase) -> CaseResult:
@@ -65,11 +67,13 @@ class RefundCase:
             rt.record("received", f"Refund request {request.request_id} received "
                                   f"({request.reason.value})", actor="customer")
             rt.keep_search_attributes()
+            incident.start_reporting(rt, self.incident)   # a billing incident's case
         else:
             rt.may_continue = True
             rt.case.progress.runs += 1
             rt.record("continued", f"Continued in a fresh history (run {rt.case.progress.runs})"
                       f" while waiting for {rt.case.waiting_for}")
+            incident.start_reporting(rt, self.incident)
         try:
             if continued is None:
                 await load_policy(rt)                 # 3. the policy in force, pinned
@@ -95,6 +99,7 @@ class RefundCase:
             workflow.continue_as_new(ContinuedCase(state=rt.case, policy=rt.policy))
         rt.show_waiting(None, None)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.incident.finish()  # its last outcome told to the incident
         case = rt.case
         return CaseResult(case_id=case.case_id, status=case.status,
                           approved_amount=case.approved_amount,
@@ -187,6 +192,10 @@ class RefundCase:
     @workflow.signal
     def email_event(self, sig: EmailEventSignal) -> None:
         on_email_event(self.rt, sig)
+
+    @workflow.signal
+    def join_incident(self, sig: JoinIncidentSignal) -> None:
+        incident.on_join(self.rt, self.incident, sig)
 
 
 def _refuse_if(refusal: decide.Refusal | None) -> None:

@@ -1,0 +1,89 @@
+"""Billing-incident activities that talk to Temporal itself: start the incident's cases
+through the CaseClient (the one way to start a case: its id policy makes a retried start
+find the case instead of making a second one), and find the open cases on the incident's
+charges through visibility."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.errors import transient
+from activities.incident_models import (
+    INCIDENT_TRANSIENT,
+    OPEN_CASES,
+    START_CASES,
+    OpenCases,
+    OpenCasesInput,
+    StartCasesInput,
+    StartCasesResult,
+    StartedCase,
+)
+from core import search_attributes as sa
+from core.case_client import CaseClient
+from core.contract import INCIDENT_PRIORITY, WORKFLOW_TYPE, incident_case_request_id
+
+
+def _literal(value: str) -> str:
+    """A visibility-query string literal (backslash and quote escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class IncidentActivities:
+    """Holds the worker's Temporal client; cases start on the worker's own task queue."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._cases = CaseClient(client, task_queue=task_queue)
+        self._client = client
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.incident_start_cases, self.incident_open_cases]
+
+    @activity.defn(name=START_CASES)
+    async def incident_start_cases(self, inp: StartCasesInput) -> StartCasesResult:
+        """Start one case per request, below ordinary cases' priority."""
+        out: list[StartedCase] = []
+        try:
+            for request in inp.requests:
+                started = await self._cases.start(
+                    request, opened_by=f"incident:{inp.incident_id}", priority=INCIDENT_PRIORITY)
+                out.append(StartedCase(case_id=started.case_id, started=started.started))
+        except RPCError as exc:
+            raise transient(INCIDENT_TRANSIENT, f"starting cases: {exc}") from exc
+        return StartCasesResult(cases=out)
+
+    @activity.defn(name=OPEN_CASES)
+    async def incident_open_cases(self, inp: OpenCasesInput) -> OpenCases:
+        """Running cases (not the incident's own) on these charges or of their customers."""
+        ids = {i for p in inp.purchases for i in (p.ref, p.charge_id, p.payment_intent_id)
+               if i}
+        customers = {c for p in inp.purchases for c in (p.customer_email, p.customer_id)
+                     if c}
+        if not ids:
+            return OpenCases()
+        clauses = [f"{sa.CHARGE_ID.name} IN ({', '.join(map(_literal, sorted(ids)))})"]
+        if customers:
+            clauses.append(f"{sa.CUSTOMER.name} IN "
+                           f"({', '.join(map(_literal, sorted(customers)))})")
+        query = (f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND "
+                 f"({' OR '.join(clauses)})")
+        own = f"refund-{incident_case_request_id(inp.incident_id, '')}"
+        found = OpenCases()
+        try:
+            async for wf in self._client.list_workflows(query):
+                if wf.id.startswith(own):
+                    continue
+                charge = wf.typed_search_attributes.get(sa.CHARGE_ID)
+                customer = wf.typed_search_attributes.get(sa.CUSTOMER)
+                for p in inp.purchases:
+                    if charge in (p.ref, p.charge_id, p.payment_intent_id):
+                        found.on_charge.setdefault(p.ref, wf.id)
+                    elif customer in (p.customer_email, p.customer_id):
+                        found.of_customer.setdefault(p.ref, wf.id)
+        except RPCError as exc:
+            raise transient(INCIDENT_TRANSIENT, f"listing open cases: {exc}") from exc
+        return found

@@ -1,0 +1,86 @@
+"""Stripe calls from a workflow, paid for in Stripe requests on the rate-limited queue.
+
+Stripe limits requests a second; Temporal limits the dispatches a second of a task queue
+(`max_task_queue_activities_per_second`, enforced by the server across all workers). So
+every Stripe activity runs on the Stripe queue `<task queue>-stripe`, and one dispatch
+there stands for one Stripe request: before an activity that makes n requests, the
+workflow dispatches n - 1 `stripe_permit` activities (they make no request) on the same
+queue, and waits for them. An activity that turns out to make more requests than usual
+(gather facts: an invoice, disputes, more pages) says so in its result, and the rest is
+paid right after, before the workflow's next step. Ordinary cases go first: incident cases
+run at a lower task priority, which their activities inherit.
+
+Used by RefundCase (gather facts, refund, poll) and BillingIncident (look-ups, lists).
+Deterministic: only workflow APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.stripe_models import (
+        STRIPE_PERMIT,
+        STRIPE_PERMIT_START_TO_CLOSE,
+        STRIPE_QUEUE_RETRY_POLICY,
+        STRIPE_RATE_LIMITED,
+        STRIPE_REQUESTS,
+        STRIPE_START_TO_CLOSE,
+        rate_limit_backoff,
+        stripe_task_queue,
+    )
+
+T = TypeVar("T")
+
+
+def queue() -> str:
+    """The Stripe queue of this workflow's task queue (refund-cases -> refund-cases-stripe)."""
+    return stripe_task_queue(workflow.info().task_queue)
+
+
+async def pay(requests: int, why: str) -> None:
+    """Dispatch `requests` permits on the Stripe queue (all at once) and wait for them."""
+    if requests <= 0:
+        return
+    await asyncio.gather(*(
+        workflow.execute_activity(
+            STRIPE_PERMIT, task_queue=queue(),
+            start_to_close_timeout=STRIPE_PERMIT_START_TO_CLOSE,
+            retry_policy=STRIPE_QUEUE_RETRY_POLICY,
+            summary=f"Stripe rate limit: request {i + 2} of {why}")
+        for i in range(requests)))
+
+
+async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
+               extra_requests: int = 0, deadline: timedelta | None = None) -> T:
+    """Run a Stripe activity on the Stripe queue once its requests (its usual count
+    from STRIPE_REQUESTS, plus `extra_requests`) are paid for. A 429 comes back here:
+    after Stripe's back-off the next attempt is paid for in full, as many times as it
+    takes (a 429 is never a failure)."""
+    requests = STRIPE_REQUESTS[activity] + extra_requests
+    limited = 0
+    while True:
+        await pay(requests - 1, summary)
+        try:
+            result: T = await workflow.execute_activity(
+                activity, arg, result_type=result_type, task_queue=queue(),
+                start_to_close_timeout=STRIPE_START_TO_CLOSE, schedule_to_close_timeout=deadline,
+                retry_policy=STRIPE_QUEUE_RETRY_POLICY, summary=summary)
+            return result
+        except ActivityError as err:
+            cause = err.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == STRIPE_RATE_LIMITED):
+                raise
+        limited += 1
+        await workflow.sleep(rate_limit_backoff(limited, workflow.random().random()),
+                             summary=f"Stripe said 429: back off ({summary})")
+
+
+def expected(activity: str, *, extra_requests: int = 0) -> int:
+    """The requests `call` pays for before the activity runs."""
+    return STRIPE_REQUESTS[activity] + extra_requests
