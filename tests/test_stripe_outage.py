@@ -24,7 +24,15 @@ from core.config import Settings
 from core.contract import ApproveSignal, CaseState, RetryStripeSignal, Update
 from stack.stripe_seed import seed_charge
 from tests.toggle_proxy import ToggleProxy
-from tests.workflow_doubles import Fakes, entries, kinds, record_history, request, start
+from tests.workflow_doubles import (
+    Fakes,
+    entries,
+    kinds,
+    record_history,
+    request,
+    start,
+    stripe_worker,
+)
 from workflows.refund_case import RefundCase
 
 API_KEY = "sk_test_outage"
@@ -59,12 +67,12 @@ async def run_outage(time_env: WorkflowEnvironment, proxy: ToggleProxy, localstr
     settings = Settings(STRIPE_API_BASE=proxy.url, STRIPE_API_KEY=API_KEY)
     fakes = Fakes()
     task_queue = f"outage-{uuid.uuid4().hex[:8]}"
-    acts = [fakes.load_policy, fakes.pin_policy, fakes.send_email, fakes.notify_ops,
-            *StripeActivities(settings).activities()]
+    acts = [fakes.load_policy, fakes.pin_policy, fakes.send_email, fakes.notify_ops]
     req = request("fraud_suspected", customer_email=email, charge_id=charge.charge_id)
     proxy.up = down_before_approval  # the first outage hits the look-up, or the refund
     async with Worker(time_env.client, task_queue=task_queue, workflows=[RefundCase],
-                      activities=acts):
+                      activities=acts), \
+            stripe_worker(time_env.client, task_queue, StripeActivities(settings).activities()):
         handle = await start(time_env.client, req, task_queue)
         if not down_before_approval:
             state = await until(handle, lambda s: s.progress.stripe_unreachable_since,

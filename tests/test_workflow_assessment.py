@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from activities.stripe_models import StripeFacts
 from core.models import RefundReason, RefundRequest
-from workflows.refund_case.assessment import assess, policy_facts
+from core.policy_facts import policy_facts
+from workflows.refund_case.assessment import assess
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -7,39 +7,29 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.stripe_models import STRIPE_STEP_DEADLINE, GatherFactsInput, StripeFacts
+    from activities.stripe_models import GatherFactsInput, StripeFacts
     from core.contract import CaseStatus
     from core.money import plain
 
-    from . import patches, stripe_calls
+    from . import stripe_calls
     from .assessment import assess
-    from .runtime import CaseRuntime, cause, is_refusal
+    from .runtime import CaseRuntime, cause
 
 
 async def assess_case(rt: CaseRuntime) -> None:
     case, request = rt.case, rt.case.request
     rt.set_status(CaseStatus.assessing, "looking the purchase up in Stripe")
-    waits = workflow.patched(patches.STRIPE_OUTAGE_WAITS)
-    while True:
-        rt.show_waiting("Stripe to answer the look-up (retried until it does)", None)
-        try:
-            facts = await stripe_calls.gather_facts(
+    what = request.charge_id or request.payment_intent_id
+    try:
+        facts = await rt.call_stripe(
+            "looking the purchase up", "Stripe to answer the look-up (retried until it does)",
+            lambda deadline: stripe_calls.gather_facts(
                 GatherFactsInput(case_id=case.case_id, request=request),
-                summary=f"Look up {request.charge_id or request.payment_intent_id} in Stripe",
-                deadline=STRIPE_STEP_DEADLINE if waits else None)
-            rt.stripe_answered()
-            rt.show_waiting(None, None)
-            break
-        except ActivityError as err:
-            rt.show_waiting(None, None)
-            if waits and not is_refusal(err):
-                await rt.wait_for_stripe("looking the purchase up", err)
-                continue
-            facts = StripeFacts(found=False,
-                                not_found_reason=f"Stripe look-up failed: {cause(err)}",
-                                charge_id=request.charge_id,
-                                payment_intent_id=request.payment_intent_id)
-            break
+                summary=f"Look up {what} in Stripe", deadline=deadline))
+    except ActivityError as err:  # Stripe said no for good (e.g. access refused)
+        facts = StripeFacts(found=False, not_found_reason=f"Stripe look-up failed: {cause(err)}",
+                            charge_id=request.charge_id,
+                            payment_intent_id=request.payment_intent_id)
     rt.checkpoint()
     case.facts = facts
     rt.record("facts_gathered", facts_line(facts), actor="stripe")

@@ -4,13 +4,13 @@ workflow calls it directly; inconsistencies become findings, never exceptions.""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from activities.stripe_models import StripeFacts
 from core.contract import Assessment, RefundReason, RefundRequest
 from core.models import BILLING_REASONS
 from core.money import plain
-from policies.facts import PolicyFacts, RiskLevel
+from policies.facts import RiskLevel
 
 HIGH_RISK_SCORE = 60
 MEDIUM_RISK_SCORE = 30
@@ -100,31 +100,3 @@ def _level(score: int) -> RiskLevel:
     if score >= MEDIUM_RISK_SCORE:
         return "medium"
     return "low"
-
-
-def policy_facts(request: RefundRequest, facts: StripeFacts, assessment: Assessment, *,
-                 documents: list[str], now: datetime, external_refunded: int = 0
-                 ) -> PolicyFacts:
-    """The policy's view of the case. A charge not found still yields facts (zero amount,
-    the request's currency) so the policy can route it to an agent by its finding."""
-    currency = facts.currency or request.currency or "usd"
-    return PolicyFacts(
-        reason=request.reason,
-        currency=currency,
-        charge_amount=facts.amount,
-        amount_refunded=min(facts.amount, facts.amount_refunded + external_refunded),
-        requested_amount=request.amount,
-        purchased_at=facts.created or now,
-        period_start=facts.period_start,
-        period_end=facts.period_end,
-        customer_since=facts.customer_created,
-        prior_refunds=facts.customer_other_refunds,
-        disputed=facts.disputed or bool(facts.dispute_ids),
-        already_fully_refunded=facts.found and (
-            facts.refunded or facts.amount_refunded + external_refunded >= facts.amount),
-        billing_error_confirmed=assessment.billing_error_confirmed,
-        risk=assessment.risk,
-        risk_reasons=assessment.risk_reasons,
-        documents=list(documents),
-        findings=list(assessment.findings),
-    )

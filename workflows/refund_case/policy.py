@@ -12,13 +12,13 @@ with workflow.unsafe.imports_passed_through():
         POLICY_RETRY_POLICY,
         POLICY_START_TO_CLOSE,
     )
+    from core.policy_facts import policy_facts
     from policies.evaluate import evaluate
     from policies.facts import PolicyDecision
     from policies.library import PolicyRef, resolve
     from policies.model import Policy
 
     from . import patches
-    from .assessment import policy_facts
     from .runtime import CaseRuntime
 
 

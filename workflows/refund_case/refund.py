@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import patches, stripe_calls
     from .assess import root_cause_tag
-    from .runtime import CaseRuntime, cause, details, is_refusal
+    from .runtime import CaseRuntime, cause, details
 
 RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
 
@@ -57,26 +57,18 @@ async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
         idempotency_key=f"{workflow.info().workflow_id}:{step}",
         reason_tag=root_cause_tag(case.root_cause) or case.request.reason.value,
     )
-    waits = workflow.patched(patches.STRIPE_OUTAGE_WAITS)
-    while True:
-        rt.show_waiting(f"Stripe to create the refund of {rt.money(amount)} (retried until "
-                        "Stripe answers)", None)
-        try:
-            result = await stripe_calls.create_refund(
+    try:
+        # Stripe unreachable is not a refusal: the same round (same idempotency key) is
+        # tried again, so nothing is paid twice and nobody approves again.
+        result = await rt.call_stripe(
+            f"refunding {rt.money(amount)}",
+            f"Stripe to create the refund of {rt.money(amount)} (retried until it answers)",
+            lambda deadline: stripe_calls.create_refund(
                 request, summary=f"Refund {rt.money(amount)} on {facts.charge_id}",
-                deadline=STRIPE_STEP_DEADLINE if waits else None)
-            rt.stripe_answered()
-            rt.show_waiting(None, None)
-            break
-        except ActivityError as err:
-            rt.show_waiting(None, None)
-            if waits and not is_refusal(err):
-                # Stripe never answered: not a refusal. The same round (same idempotency
-                # key) is tried again, so nothing is paid twice and nobody re-approves.
-                await rt.wait_for_stripe(f"refunding {rt.money(amount)}", err)
-                continue
-            await _not_made(rt, err)
-            return "not_made"
+                deadline=deadline))
+    except ActivityError as err:
+        await _not_made(rt, err)
+        return "not_made"
     _created(rt, result)
     return await _follow(rt)
 

@@ -6,9 +6,9 @@ as the playbook step and nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -24,10 +24,14 @@ with workflow.unsafe.imports_passed_through():
         EmailSent,
         OpsNotice,
     )
-    from activities.stripe_models import STRIPE_PAUSE
+    from activities.stripe_models import STRIPE_PAUSE, STRIPE_STEP_DEADLINE
     from core.contract import CaseState, CaseStatus, TimelineEntry, search_attributes_of
     from core.money import plain
     from policies.model import Policy
+
+    from . import patches
+
+T = TypeVar("T")
 
 
 # The state stays bounded whatever a customer sends: the timeline keeps its first entries
@@ -210,6 +214,26 @@ class CaseRuntime:
         self.record("ops_notified", message, kind=kind)
 
     # --- Stripe outages ---
+
+    async def call_stripe(self, step: str, waiting: str,
+                          call: Callable[[timedelta | None], Awaitable[T]]) -> T:
+        """`call(deadline)` until Stripe answers: an outage past the step's deadline is
+        waited out (never a refusal, never a decision on missing facts); a refusal, or
+        any failure of a case started before this, is raised to the step."""
+        waits = workflow.patched(patches.STRIPE_OUTAGE_WAITS)
+        while True:
+            self.show_waiting(waiting, None)
+            try:
+                result = await call(STRIPE_STEP_DEADLINE if waits else None)
+            except ActivityError as err:
+                self.show_waiting(None, None)
+                if waits and not is_refusal(err):
+                    await self.wait_for_stripe(step, err)
+                    continue
+                raise
+            self.stripe_answered()
+            self.show_waiting(None, None)
+            return result
 
     async def wait_for_stripe(self, step: str, err: ActivityError) -> None:
         """Stripe did not answer within the step's deadline: say so (once per outage, to
