@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/policy_simulate.py --generate 10000
 	$(PY) bench/intake_load.py --requests 10000
+	$(PY) bench/incident_drain.py --charges 200
 
 # Re-pin after editing requirements.in.
 lock:
