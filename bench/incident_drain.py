@@ -95,7 +95,11 @@ async def send_ordinary(cases: CaseClient, charges: list[str], per_second: float
                                 reason=RefundReason.change_of_mind)
         await cases.start(request)
         sent.append(request.case_id)
+<<<<<<< HEAD
         with contextlib.suppress(TimeoutError):
+=======
+        with contextlib.suppress(TimeoutError):  # the pace, unless stopped
+>>>>>>> h-incident
             await asyncio.wait_for(stop.wait(), 1 / per_second)
 
 
@@ -126,8 +130,14 @@ async def run(args: argparse.Namespace) -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
         search_attributes=search_attributes.ALL, data_converter=pydantic_data_converter,
+<<<<<<< HEAD
         dev_server_extra_args=[a for v in os.environ.get("BENCH_DC", "").split()
                                for a in ("--dynamic-config-value", v)])
+=======
+        dev_server_extra_args=[  # as in production: the Stripe queue in one partition
+            "--dynamic-config-value", f"matching.numTaskqueueReadPartitions={args.partitions}",
+            "--dynamic-config-value", f"matching.numTaskqueueWritePartitions={args.partitions}"])
+>>>>>>> h-incident
     address = env.client.service_client.config.target_host
     worker = start_worker(address, proxy.url, args.rate, work / "outbox", work / "worker.log")
     try:
@@ -165,7 +175,7 @@ async def run(args: argparse.Namespace) -> None:
         stop.set()
         await sender
         requests, refused = proxy.forwarded, proxy.refused
-        if os.environ.get("BENCH_TRACE"):
+        if args.trace:
             first = min(proxy.per_second)
             print("per second:", [proxy.per_second[first + i]
                                   for i in range(max(proxy.per_second) - first + 1)])
@@ -208,6 +218,8 @@ def main() -> None:
     parser.add_argument("--ordinary", type=float, default=2.0, help="ordinary requests/s")
     parser.add_argument("--in-flight", type=int, default=100)
     parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--partitions", type=int, default=1, help="task-queue partitions")
+    parser.add_argument("--trace", action="store_true", help="print requests per second")
     args = parser.parse_args()
     asyncio.run(run(args))
     sys.stdout.flush()

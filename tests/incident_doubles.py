@@ -6,6 +6,7 @@ CaseClient) on the same test server. Used only by the workflow-branch tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -29,6 +31,7 @@ from activities.stripe_models import (
     StripeFacts,
 )
 from core.contract import (
+    CaseState,
     IncidentProgress,
     IncidentReport,
     IncidentRequest,
@@ -144,7 +147,8 @@ class Incident:
         self.worker = Worker(env.client, task_queue=self.task_queue,
                              workflows=[BillingIncident, RefundCase], activities=acts)
         self.stripe_worker = stripe_worker(env.client, self.task_queue, acts)
-        self.client = IncidentClient(env.client, task_queue=self.task_queue)
+        self.client = IncidentClient(env.client, task_queue=self.task_queue,
+                                     rpc_timeout=timedelta(seconds=5))
         self.handle: WorkflowHandle[Any, Any]
 
     async def __aenter__(self) -> Incident:
@@ -157,8 +161,18 @@ class Incident:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.end_leftovers()
         await self.stripe_worker.__aexit__(*exc)
         await self.worker.__aexit__(*exc)
+
+    async def end_leftovers(self, *more: str) -> None:
+        """Terminate the incident and its cases (and `more`) if still running: their
+        follow-up timers would otherwise fire, with no worker left, in later tests of
+        the shared time-skipping server, and lock its clock."""
+        refs = [*self.fakes.charges, *self.fakes.lookups]
+        for workflow_id in {self.handle.id, *(self.case_id(r) for r in refs), *more}:
+            with contextlib.suppress(RPCError):
+                await self.env.client.get_workflow_handle(workflow_id).terminate("test over")
 
     async def progress(self) -> IncidentProgress:
         return await self.client.progress(self.request.incident_id)
@@ -168,7 +182,14 @@ class Incident:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            progress = await self.progress()
+            try:
+                progress = await self.progress()
+            except RPCError as err:
+                # The time-skipping test server sometimes leaves a query that arrives as a
+                # run continues as new unanswered: ask again.
+                if err.status != RPCStatusCode.DEADLINE_EXCEEDED or loop.time() > end:
+                    raise
+                continue
             if predicate(progress):
                 return progress
             if loop.time() > end:
@@ -176,8 +197,27 @@ class Incident:
                                      f"{progress.counts}, {[e.kind for e in progress.timeline]}")
             await asyncio.sleep(0.05)
 
-    async def result(self) -> IncidentReport:
-        report: IncidentReport = await self.handle.result()
+    async def result(self, timeout: float = 60.0) -> IncidentReport:
+        """The incident's report once it ends; a test that would hang fails instead, with
+        where the incident stood."""
+        try:
+            report: IncidentReport = await asyncio.wait_for(self.handle.result(), timeout)
+        except TimeoutError:
+            described = await self.handle.describe()
+            history = await self.env.client.get_workflow_handle(
+                self.handle.id, run_id=described.run_id).fetch_history()
+            untold = []
+            for ref in self.fakes.charges:
+                with contextlib.suppress(RPCError):
+                    state: CaseState = await self.env.client.get_workflow_handle(
+                        self.case_id(ref)).query("state", result_type=CaseState,
+                                                 rpc_timeout=timedelta(seconds=3))
+                    untold += [t.message for t in state.timeline
+                               if t.kind == "incident_not_told"]
+            raise AssertionError(
+                f"incident did not end: run {described.run_id} {described.status}, last "
+                f"events {[e.event_type for e in history.events][-12:]}, lookups "
+                f"{self.fakes.lookups}, cases that could not tell it: {untold}") from None
         return report
 
     def case_id(self, ref: str) -> str:

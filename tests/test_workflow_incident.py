@@ -234,7 +234,8 @@ async def test_a_charge_with_an_open_case_joins_it_instead_of_a_second_case(
                                                   ApproveSignal(agent="alice"))
             progress = await inc.until(lambda p: p.counts.refunded == 2, "the agent's refund")
             report = await inc.result()
-        await record_history(open_case.handle, "incident_joined")
+            await record_history(open_case.handle, "incident_joined")
+            await inc.end_leftovers(ordinary.case_id)
     assert progress.counts.joined == 1 and progress.counts.started == 1
     assert "incident_joined" in kinds(joined)
     assert described.typed_search_attributes.get(sa.INCIDENT) == req.incident_id

@@ -13,6 +13,7 @@ case's status, so no step has to know about incidents.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -32,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
     from . import patches
     from .runtime import CaseRuntime
 
+# A signal to an incident that has ended fails; one that is continuing as new may too.
+TELL_ATTEMPTS = 4
+TELL_RETRY = timedelta(seconds=5)
 # The statuses an incident counts: money back, money not back, an agent decides, closed.
 REPORTED = frozenset({CaseStatus.refunded, CaseStatus.refund_failed, CaseStatus.awaiting_agent,
                       CaseStatus.denied, CaseStatus.abandoned, CaseStatus.withdrawn,
@@ -77,13 +81,18 @@ class IncidentReporter:
         assert link is not None
         case.progress.incident_reported = case.status
         outcome = outcome_of(case)
-        try:
-            await workflow.get_external_workflow_handle(
-                incident_workflow_id(link.incident_id)).signal(
-                IncidentSignal.case_outcome, outcome)
-        except FailureError as err:  # the incident has ended: the case goes on
-            rt.record("incident_not_told", f"Incident {link.incident_id} could not be told "
-                      f"this case is {case.status}: {err}")
+        incident = workflow.get_external_workflow_handle(incident_workflow_id(link.incident_id))
+        for attempt in range(TELL_ATTEMPTS):
+            try:
+                await incident.signal(IncidentSignal.case_outcome, outcome)
+                return
+            except FailureError as err:  # ended, or between two runs: try again shortly
+                failure = err
+            if attempt + 1 < TELL_ATTEMPTS:
+                await workflow.sleep(TELL_RETRY * 2 ** attempt,
+                                     summary="tell the incident again")
+        rt.record("incident_not_told", f"Incident {link.incident_id} could not be told "
+                  f"this case is {outcome.status}: {failure}")
 
 
 def outcome_of(case: CaseState) -> CaseOutcome:
