@@ -58,16 +58,13 @@ browser:
 bench: $(STAMP)
 	$(PY) bench/policy_simulate.py --generate 10000
 	$(PY) bench/intake_load.py --requests 10000
-<<<<<<< HEAD
 	$(PY) bench/console_queue.py --cases 5000
 	$(PY) bench/case_throughput.py --cases 300
 	$(PY) bench/ack_latency.py --rate 5 --seconds 40
 	$(PY) bench/worker_memory.py
 	$(PY) bench/localstripe_store.py
 	$(PY) bench/cli_exit_drill.py --calls 200
-=======
 	$(PY) bench/incident_drain.py --charges 200
->>>>>>> h-incident
 
 # Re-pin after editing requirements.in.
 lock:

@@ -95,11 +95,7 @@ async def send_ordinary(cases: CaseClient, charges: list[str], per_second: float
                                 reason=RefundReason.change_of_mind)
         await cases.start(request)
         sent.append(request.case_id)
-<<<<<<< HEAD
-        with contextlib.suppress(TimeoutError):
-=======
         with contextlib.suppress(TimeoutError):  # the pace, unless stopped
->>>>>>> h-incident
             await asyncio.wait_for(stop.wait(), 1 / per_second)
 
 
@@ -130,14 +126,9 @@ async def run(args: argparse.Namespace) -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
         search_attributes=search_attributes.ALL, data_converter=pydantic_data_converter,
-<<<<<<< HEAD
-        dev_server_extra_args=[a for v in os.environ.get("BENCH_DC", "").split()
-                               for a in ("--dynamic-config-value", v)])
-=======
         dev_server_extra_args=[  # as in production: the Stripe queue in one partition
             "--dynamic-config-value", f"matching.numTaskqueueReadPartitions={args.partitions}",
             "--dynamic-config-value", f"matching.numTaskqueueWritePartitions={args.partitions}"])
->>>>>>> h-incident
     address = env.client.service_client.config.target_host
     worker = start_worker(address, proxy.url, args.rate, work / "outbox", work / "worker.log")
     try:
