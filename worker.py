@@ -109,7 +109,9 @@ def build_worker(
     main = Worker(
         client, task_queue=task_queue, workflows=[RefundCase, BillingIncident],
         activities=chosen([*real_activities(settings),
-                           *IncidentActivities(client, task_queue).activities()]),
+                           *IncidentActivities(
+                               client, task_queue,
+                               settings.CUSTOMER_REF_KEY.get_secret_value()).activities()]),
         interceptors=[DomainMetricsInterceptor(), *interceptors],
         max_cached_workflows=settings.WORKER_MAX_CACHED_WORKFLOWS,
         max_concurrent_activities=settings.WORKER_MAX_CONCURRENT_ACTIVITIES)

@@ -26,6 +26,7 @@ from activities.incident_models import (
 from core import search_attributes as sa
 from core.case_client import CaseClient
 from core.contract import INCIDENT_PRIORITY, WORKFLOW_TYPE, incident_case_request_id
+from core.customer_ref import customer_ref
 
 
 def _literal(value: str) -> str:
@@ -36,9 +37,15 @@ def _literal(value: str) -> str:
 class IncidentActivities:
     """Holds the worker's Temporal client; cases start on the worker's own task queue."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
-        self._cases = CaseClient(client, task_queue=task_queue)
+    def __init__(self, client: Client, task_queue: str, customer_ref_key: str | None = None
+                 ) -> None:
+        """`customer_ref_key` (CUSTOMER_REF_KEY): started cases get their RefundCustomer,
+        and the open-case check finds a customer's cases by it (without it, only by
+        charge)."""
+        self._cases = CaseClient(client, task_queue=task_queue,
+                                 customer_ref_key=customer_ref_key)
         self._client = client
+        self._customer_ref_key = customer_ref_key
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.incident_start_cases, self.incident_open_cases]
@@ -61,8 +68,11 @@ class IncidentActivities:
         """Running cases (not the incident's own) on these charges or of their customers."""
         ids = {i for p in inp.purchases for i in (p.ref, p.charge_id, p.payment_intent_id)
                if i}
-        customers = {c for p in inp.purchases for c in (p.customer_email, p.customer_id)
-                     if c}
+        key = self._customer_ref_key
+        # RefundCustomer holds the keyed hash of the customer's email (core.customer_ref).
+        refs = {p.ref: customer_ref(p.customer_email, key)
+                for p in inp.purchases if p.customer_email and key}
+        customers = set(refs.values())
         if not ids:
             return OpenCases()
         clauses = [f"{sa.CHARGE_ID.name} IN ({', '.join(map(_literal, sorted(ids)))})"]
@@ -82,7 +92,7 @@ class IncidentActivities:
                 for p in inp.purchases:
                     if charge in (p.ref, p.charge_id, p.payment_intent_id):
                         found.on_charge.setdefault(p.ref, wf.id)
-                    elif customer in (p.customer_email, p.customer_id):
+                    elif customer is not None and customer == refs.get(p.ref):
                         found.of_customer.setdefault(p.ref, wf.id)
         except RPCError as exc:
             raise transient(INCIDENT_TRANSIENT, f"listing open cases: {exc}") from exc

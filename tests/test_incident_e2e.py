@@ -123,7 +123,8 @@ async def test_open_cases_are_found_through_visibility(dev_env: WorkflowEnvironm
     on the charge (by charge id) or of the customer (another charge) is found; the
     incident's own cases are not."""
     task_queue = f"no-worker-{uuid.uuid4().hex[:8]}"  # the cases wait, open
-    cases = CaseClient(dev_env.client, task_queue=task_queue)
+    key = "test-customer-ref-key"
+    cases = CaseClient(dev_env.client, task_queue=task_queue, customer_ref_key=key)
     run = uuid.uuid4().hex[:6]
     on_charge = RefundRequest(request_id=f"vis-a-{run}", customer_email=f"a-{run}@example.com",
                               charge_id=f"ch_visa{run}", reason=RefundReason.billing_error)
@@ -140,7 +141,7 @@ async def test_open_cases_are_found_through_visibility(dev_env: WorkflowEnvironm
         PurchaseRef(ref=f"pi_visb{run}", charge_id=f"ch_visb{run}",
                     customer_email=f"o'b-{run}@example.com"),
         PurchaseRef(ref=f"ch_visc{run}", charge_id=f"ch_visc{run}")]
-    acts = IncidentActivities(dev_env.client, task_queue)
+    acts = IncidentActivities(dev_env.client, task_queue, key)
 
     async def found() -> Any:
         got = await ActivityEnvironment().run(
