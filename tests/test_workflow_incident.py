@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from core import search_attributes as sa
-from core.contract import CaseState, IncidentUpdate, LeadAction
+from core.contract import CaseResult, CaseState, IncidentUpdate, LeadAction
 from core.incident_client import ActionRefused, IncidentIsClosed
 from core.models import ApproveSignal
 from tests.incident_doubles import (
@@ -170,8 +170,8 @@ async def test_cancel_mid_way_withdraws_cases_not_refunding_and_keeps_made_refun
         refunding.set()
         report = await inc.result()
         await record_incident(inc, "cancelled_mid_way")
-        withdrawn: CaseState = await inc.env.client.get_workflow_handle(
-            inc.case_id("ch_inc1"), result_type=CaseState).result()
+        withdrawn = await inc.env.client.get_workflow_handle(
+            inc.case_id("ch_inc1"), result_type=CaseResult).result()
     assert report.phase == "cancelled" and report.cancelled_by == "erin"
     assert report.counts.refunded == 1 and report.refunded_totals == {"usd": 4900}
     assert report.counts.cancelled == 4  # one withdrawn, three never started

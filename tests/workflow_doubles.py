@@ -37,6 +37,7 @@ from core.models import RefundReason, RefundRequest
 from policies.library import PolicyRef, register
 from policies.loader import load_policy
 from policies.model import Policy
+from worker import activity_name
 from workflows.refund_case import RefundCase
 
 CHARGE = "ch_test_1"
@@ -229,9 +230,12 @@ class Case:
 def stripe_worker(client: Client, task_queue: str, activities: list[Callable[..., Any]]
                   ) -> Worker:
     """The doubles on the task queue's Stripe queue, where the workflows call Stripe, with
-    the real (no-op) permit activity that pays for a request."""
+    the real (no-op) permit activity that pays for a request (unless `activities` are the
+    real Stripe activities, which bring it)."""
+    names = {activity_name(fn) for fn in activities}
+    permit = [] if activity_name(stripe_permit) in names else [stripe_permit]
     return Worker(client, task_queue=stripe_task_queue(task_queue),
-                  activities=[*activities, stripe_permit])
+                  activities=[*activities, *permit])
 
 
 async def start(client: Client, req: RefundRequest, task_queue: str
