@@ -36,7 +36,7 @@ def error_for(tmp_path: Path, data: Any) -> PolicyError:
 
 def test_default_policy_loads() -> None:
     policy = load_policy()
-    assert policy.version == "2026-11-01"
+    assert policy.version == "2026-11-23"
     assert set(policy.currencies) >= {"usd", "eur", "gbp", "jpy", "krw", "kwd"}
     assert policy.sla.acknowledge == timedelta(seconds=30)
     assert policy.sla.info_reminder == timedelta(days=3)
