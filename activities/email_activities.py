@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.error import URLError
+from urllib.parse import quote
 
 from temporalio import activity
 
@@ -57,6 +58,20 @@ def outbox_path(outbox_dir: Path, case_id: str, step: str) -> Path:
     return outbox_dir / f"{_safe_name(case_id)}--{_safe_name(step)}.json"
 
 
+def case_links(case_id: str, settings: Settings) -> dict[str, str]:
+    """Where ops open the case: its workflow in the Temporal UI, its page in the agent
+    console and its state in the HTTP API."""
+    ui = settings.TEMPORAL_UI_URL.rstrip("/")
+    api = settings.API_PUBLIC_URL.rstrip("/")
+    case = quote(case_id, safe="")
+    return {
+        "temporal_url": f"{ui}/namespaces/{quote(settings.TEMPORAL_NAMESPACE, safe='')}"
+                        f"/workflows/{case}",
+        "console_url": f"{api}/console/cases/{case}",
+        "api_url": f"{api}/cases/{case}",
+    }
+
+
 def _safe_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", value)
 
@@ -83,7 +98,8 @@ class EmailActivities:
             template="ops_escalation",
             to=self._settings.OPS_EMAIL,
             locale="en",
-            context={"kind": notice.kind, "message": notice.message},
+            context={"kind": notice.kind, "message": notice.message,
+                     **case_links(notice.case_id, self._settings)},
             step=f"ops-{notice.step}",  # never collides with a customer email's step
         )
         return await asyncio.to_thread(self.deliver, email)

@@ -47,6 +47,7 @@ TemplateName = Literal[
     "abandoned",
     "refund_failed",
     "ops_escalation",
+    "dispute_opened",
 ]
 TEMPLATE_NAMES: tuple[str, ...] = get_args(TemplateName)
 REQUIRED_CONTEXT = email_render.REQUIRED_CONTEXT  # template -> required context keys
@@ -85,6 +86,8 @@ class EmailInput(Strict):
     locale: Locale = "en"
     context: dict[str, Any] = Field(default_factory=dict)
     step: str = Field(min_length=1)
+    timezone: str | None = Field(
+        None, description="The customer's IANA time zone; None: the locale's default.")
 
     @field_validator("context")
     @classmethod
@@ -96,7 +99,7 @@ class EmailInput(Strict):
         """The email as the recipient reads it (the activity sends this; the agent console
         shows it again from the activity's input in the case's history)."""
         context = {"customer_email": self.to, **self.context, "case_id": self.case_id}
-        return email_render.render(self.template, self.locale, context)
+        return email_render.render(self.template, self.locale, context, self.timezone)
 
 
 class EmailSent(Strict):

@@ -14,13 +14,14 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from babel import Locale as BabelLocale
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_time, get_timezone_name
 from babel.numbers import format_currency
 
 from core.money import normalize_currency, to_decimal
@@ -43,6 +44,7 @@ REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
     "abandoned": frozenset({"questions"}),
     "refund_failed": frozenset({"amount", "currency", "failure_reason"}),
     "ops_escalation": frozenset({"kind", "message"}),
+    "dispute_opened": frozenset({"amount", "currency"}),
 }
 COMMON_CONTEXT = frozenset({"case_id", "customer_email"})
 # Reports for the ops address: English only, never sent to a customer.
@@ -89,19 +91,47 @@ def parse_instant(value: str) -> datetime:
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
-def format_instant(value: str, locale: str) -> str:
-    """Date and time in UTC, in the locale's long date + short time pattern:
-    'March 4, 2025, 3:30 PM UTC', '2025年3月4日 15:30 UTC'."""
-    instant = parse_instant(value).astimezone(UTC)
+# Where a customer who gave no time zone most likely reads the email. English is read
+# everywhere: UTC, named as such.
+DEFAULT_ZONES = {"en": "UTC", "ja": "Asia/Tokyo", "ko": "Asia/Seoul"}
+
+
+def customer_zone(timezone: str | None, locale: str) -> tzinfo:
+    """The zone times are shown in: the request's, else the locale's default."""
+    name = timezone or DEFAULT_ZONES.get(locale, "UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RenderError(f"unknown time zone {name!r}") from None
+
+
+def format_instant(value: str, locale: str, timezone: str | None = None) -> str:
+    """Date and time in the customer's zone, in the locale's long date + short time
+    pattern and the zone's name in the locale: 'March 4, 2025, 3:30 PM UTC',
+    '2025年3月5日 0:30 日本標準時', '2025년 3월 5일 0:30 대한민국 표준시' (Korean on a
+    24-hour clock: CLDR's Korean short time reads 'PM 3:30')."""
+    zone = customer_zone(timezone, locale)
+    instant = parse_instant(value).astimezone(zone)
     date_part = format_date(instant, "long", locale=locale)
-    time_part = format_time(instant, "short", tzinfo=UTC, locale=locale)
+    time_part = f"{instant.hour}:{instant.minute:02d}" if locale == "ko" else \
+        format_time(instant, "short", tzinfo=zone, locale=locale)
     pattern = BabelLocale.parse(locale).datetime_formats["long"]
-    return str(pattern).format(time_part, date_part) + " UTC"
+    return f"{str(pattern).format(time_part, date_part)} {_zone_name(instant, locale)}"
 
 
-def format_day(value: str, locale: str) -> str:
-    """Just the date, long form: 'March 4, 2025', '2025年3月4日', '2025년 3월 4일'."""
-    return format_date(parse_instant(value).astimezone(UTC), "long", locale=locale)
+def _zone_name(instant: datetime, locale: str) -> str:
+    """'UTC' in English (readers know it); otherwise the zone's long name in the locale
+    ('Japan Standard Time', '日本標準時', '협정 세계시')."""
+    if locale == "en" and getattr(instant.tzinfo, "key", None) in ("UTC", "Etc/UTC"):
+        return "UTC"
+    return str(get_timezone_name(instant, "long", locale=locale))
+
+
+def format_day(value: str, locale: str, timezone: str | None = None) -> str:
+    """Just the date in the customer's zone, long form: 'March 4, 2025', '2025年3月4日',
+    '2025년 3월 4일'."""
+    return format_date(parse_instant(value).astimezone(customer_zone(timezone, locale)),
+                       "long", locale=locale)
 
 
 @jinja2.pass_context
@@ -113,12 +143,12 @@ def _money_filter(
 
 @jinja2.pass_context
 def _datetime_filter(ctx: jinja2.runtime.Context, value: str, locale: str | None = None) -> str:
-    return format_instant(value, locale or ctx["locale"])
+    return format_instant(value, locale or ctx["locale"], ctx.get("timezone"))
 
 
 @jinja2.pass_context
 def _date_filter(ctx: jinja2.runtime.Context, value: str, locale: str | None = None) -> str:
-    return format_day(value, locale or ctx["locale"])
+    return format_day(value, locale or ctx["locale"], ctx.get("timezone"))
 
 
 @functools.cache
@@ -138,9 +168,11 @@ def environment(root: Path = TEMPLATES_DIR) -> jinja2.Environment:
     return env
 
 
-def render(template: str, locale: str, context: Mapping[str, Any]) -> RenderedEmail:
-    """Subject, plain text and HTML of one email. Raises RenderError for an unknown
-    template or locale, a missing context key or a value the filters refuse."""
+def render(template: str, locale: str, context: Mapping[str, Any],
+           timezone: str | None = None) -> RenderedEmail:
+    """Subject, plain text and HTML of one email, times in `timezone` (an IANA name; the
+    locale's default zone when None). Raises RenderError for an unknown template, locale
+    or zone, a missing context key or a value the filters refuse."""
     required = REQUIRED_CONTEXT.get(template) or OPS_REQUIRED_CONTEXT.get(template)
     if required is None:
         raise RenderError(f"unknown email template {template!r}")
@@ -150,7 +182,8 @@ def render(template: str, locale: str, context: Mapping[str, Any]) -> RenderedEm
     missing = sorted((required | COMMON_CONTEXT) - context.keys())
     if missing:
         raise RenderError(f"template {template!r} is missing context keys: {missing}")
-    values = {**context, "locale": locale}
+    customer_zone(timezone, locale)  # an unknown zone is refused before anything renders
+    values = {**context, "locale": locale, "timezone": timezone}
     env = environment()
     try:
         subject = env.get_template(f"{locale}/{template}.subject.txt").render(values)

@@ -55,6 +55,7 @@ _REQUEST_EXAMPLE = {
     "amount": 4900,
     "currency": "usd",
     "locale": "en",
+    "timezone": "America/New_York",
 }
 
 _OPENAPI = {

@@ -67,13 +67,19 @@ def clause_texts(policy: Policy | None, ids: list[str]) -> list[ClauseText]:
 
 
 def denial_choices(policy: Policy | None, state: CaseState) -> list[ClauseText]:
-    """The clauses an agent may cite to deny: those the policy's decision cites first, then
-    the rest of the pinned policy. (The case refuses a clause that does not fit.)"""
+    """The clauses an agent may cite to deny: only those the facts fit (the decision's
+    `citable_clause_ids`), the ones the decision cites first. A decision made before the
+    policy said which fit offers every clause. (The case refuses a clause that does not
+    fit, with why.)"""
     if policy is None:
         return []
-    cited = state.decision.clause_ids if state.decision else []
-    first = [c for c in clause_texts(policy, cited) if c.title]
-    rest = [ClauseText(c.id, c.title, c.text) for c in policy.clauses if c.id not in cited]
+    decision = state.decision
+    cited = decision.clause_ids if decision else []
+    citable = set(decision.citable_clause_ids) if decision and decision.citable_clause_ids \
+        else {c.id for c in policy.clauses}
+    first = [c for c in clause_texts(policy, cited) if c.title and c.id in citable]
+    rest = [ClauseText(c.id, c.title, c.text) for c in policy.clauses
+            if c.id not in cited and c.id in citable]
     return first + rest
 
 

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     EMAIL_FROM: str = "Refund Desk <refunds@example.com>"
     REPLY_DOMAIN: str = "reply.example.com"
     OPS_EMAIL: str = "ops@example.com"
+    # Links in ops emails: the case in the Temporal UI and in the HTTP API / console.
+    TEMPORAL_UI_URL: str = Field("http://localhost:8233", pattern=r"^https?://\S+$")
+    API_PUBLIC_URL: str = Field("http://localhost:8000", pattern=r"^https?://\S+$")
     OUTBOX_DIR: Path = ROOT / ".data" / "outbox"
 
     REFUND_POLICY_FILE: Path = ROOT / "policies" / "default.yaml"

@@ -258,6 +258,12 @@ class CaseProgress(BaseModel):
         None, description="a billing incident that covers this open case's charge")
     incident_reported: CaseStatus | None = Field(
         None, description="the last status told to the billing incident")
+    # Customer-facing text (issue 11).
+    clauses_fit_facts: bool = Field(
+        False, description="agents' denials must cite a clause the facts fit (patched)")
+    apology_due: bool = Field(
+        False, description="a confirmed billing error: the apology goes once the refund "
+                           "is created")
 
 
 class CaseState(BaseModel):

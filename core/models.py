@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,6 +60,18 @@ TERMINAL_STATUSES = frozenset(
     {CaseStatus.denied, CaseStatus.abandoned, CaseStatus.withdrawn, CaseStatus.disputed,
      CaseStatus.completed}
 )
+
+
+def check_timezone(value: str) -> str:
+    """An IANA time zone name this machine knows ("Asia/Seoul", "America/New_York")."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", value):
+        raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Asia/Seoul)")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Seoul)"
+                         ) from None
+    return value
 
 
 def check_email(value: str) -> str:
@@ -150,6 +163,10 @@ class RefundRequest(Strict):
     )
     currency: str | None = Field(None, examples=["usd"])
     locale: Locale = "en"
+    timezone: str | None = Field(
+        None, max_length=64, examples=["Asia/Seoul"],
+        description="The customer's IANA time zone: times in emails are shown in it. "
+                    "Absent: the locale's (ja Asia/Tokyo, ko Asia/Seoul, en UTC).")
     documents: list[str] = Field(default_factory=list, max_length=20)
     incident: IncidentLink | None = Field(
         None, description="Set only on the cases a billing incident opens.")
@@ -163,6 +180,11 @@ class RefundRequest(Strict):
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
         return normalize_currency(v) if v is not None else None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return check_timezone(v) if v is not None else None
 
     @field_validator("amount")
     @classmethod

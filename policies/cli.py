@@ -85,6 +85,7 @@ def summary(policy: Policy) -> str:
     lines = [f"policy {policy.version}: {policy.name} - OK",
              f"  {len(policy.clauses)} clauses, currencies: "
              f"{', '.join(c.upper() for c in policy.currencies)}, rounding {policy.rounding}",
+             f"  customers written to in: {', '.join(policy.locales)} (every text in each)",
              "  reasons:"]
     for reason, rule in policy.reasons.items():
         extras = [f"{rule.window.days} days from {rule.window.counted_from}",

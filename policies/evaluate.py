@@ -52,11 +52,100 @@ def evaluate(facts: PolicyFacts, policy: Policy, now: datetime) -> PolicyDecisio
         currency=currency,
         clause_ids=list(dict.fromkeys(draft.clause_ids)),
         questions=draft.questions,
-        alternatives=list(policy.alternatives) if draft.outcome == "deny" else [],
+        alternatives=list(policy.alternatives_for(draft.clause_ids[0]))
+        if draft.outcome == "deny" else [],
         approvers_required=policy.approvers_required(amount, currency) if amount else 1,
         explanation=_explain(facts, policy, draft, amount, currency),
         policy_version=policy.version,
+        citable_clause_ids=[c for c, why in denial_grounds(facts, policy, now).items()
+                            if why is None],
     )
+
+
+def denial_grounds(facts: PolicyFacts, policy: Policy, now: datetime) -> dict[str, str | None]:
+    """Every clause of the policy -> None when an agent may cite it to deny this request,
+    else why the facts contradict it. A clause plays roles in the policy (a reason's
+    eligibility or window, a document, an exclusion, a review trigger); it may be cited
+    when any of its roles fits the facts. A clause with no role (judgement only) always
+    may; one that says how much or who approves never does."""
+    now = _aware(now)
+    roles: dict[str, list[str | None]] = {c.id: [] for c in policy.clauses}
+    other_reasons: dict[str, list[str]] = {c.id: [] for c in policy.clauses}
+
+    def role(clause_id: str | None, why_not: str | None) -> None:
+        if clause_id in roles:
+            roles[clause_id].append(why_not)
+
+    for name, rule in policy.reasons.items():
+        bound = [rule.window.clause, rule.window.late_clause, rule.clause,
+                 *(policy.documents[k].clause for k in rule.documents)]
+        if name != facts.reason:  # the reason's own clauses fit only its requests
+            for clause_id in dict.fromkeys(c for c in bound if c in other_reasons):
+                other_reasons[clause_id].append(name.value.replace("_", " "))
+            continue
+        start = _window_start(facts, rule)
+        late = now > start + timedelta(days=rule.window.days)
+        since = "the payment" if start == _aware(facts.purchased_at) else "the period began"
+        in_window = (f"the request came {(now - start).days} day(s) after {since}, within "
+                     f"the {rule.window.days}-day window")
+        for window_clause in dict.fromkeys([rule.window.clause, rule.window.late_clause]):
+            role(window_clause, None if late else in_window)
+        role(rule.clause, _eligibility_contradicted(facts, rule))
+        for kind in rule.documents:
+            doc = policy.documents[kind]
+            role(doc.clause, "the customer sent it" if doc.satisfied_by(kind, facts.documents)
+                 else None)
+    for rule in policy.reasons.values():
+        if rule.amount.clause:
+            role(rule.amount.clause, "it says how a refund is calculated, not whether")
+    excl, review = policy.exclusions, policy.review
+    role(excl.already_refunded, None if facts.already_fully_refunded or facts.refundable == 0
+         else "part of the payment is still refundable")
+    role(excl.disputed, None if facts.disputed else "the payment is not disputed")
+    role(excl.terms_violation, None)  # an agent's finding; the facts hold no view of it
+    role(review.findings, None if facts.findings or _records_problem(facts)
+         else "the request matches our records")
+    role(review.fraud, None if facts.reason == RefundReason.fraud_suspected
+         else "the customer does not report the charge as unauthorised")
+    role(review.risk, None if facts.risk in review.risk_levels
+         else f"the charge's risk is {facts.risk}")
+    role(review.repeat_refunds, None if facts.prior_refunds > review.max_prior_refunds
+         else f"the customer had {facts.prior_refunds} earlier refund(s)")
+    role(review.unsupported_currency, None if not policy.accepts(facts.currency)
+         else f"the policy covers {facts.currency.upper()}")
+    role(review.unlisted_reason, None if facts.reason not in policy.reasons
+         else "the policy has a rule for this reason")
+    role(policy.approval.clause, "it says who approves larger refunds, not whether")
+    out: dict[str, str | None] = {}
+    for clause_id, whys in roles.items():
+        others = other_reasons[clause_id]
+        if (not whys and not others) or None in whys:
+            out[clause_id] = None
+            continue
+        parts = list(dict.fromkeys(w for w in whys if w))
+        if others:
+            parts.append(f"it applies to {_join(others)} requests, this one is "
+                         f"{facts.reason.value.replace('_', ' ')}")
+        out[clause_id] = "; ".join(parts)
+    return out
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _eligibility_contradicted(facts: PolicyFacts, rule: ReasonRule) -> str | None:
+    """Why the facts show the customer meets the reason's conditions, or None."""
+    if rule.fast_track_when_confirmed and facts.billing_error_confirmed:
+        return "our records confirm the billing error"
+    if rule.new_customer_days is not None and facts.customer_since is not None:
+        tenure = _aware(facts.purchased_at) - _aware(facts.customer_since)
+        if tenure <= timedelta(days=rule.new_customer_days):
+            return (f"the customer had been with us {tenure.days} day(s) at purchase, a new "
+                    f"customer under the policy (up to {rule.new_customer_days} days)")
+    if rule.requires_unused and _used(facts) is False:
+        return "the product was not used"
+    return None
 
 
 def _decide(facts: PolicyFacts, policy: Policy, now: datetime) -> _Draft:

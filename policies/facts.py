@@ -64,3 +64,7 @@ class PolicyDecision(BaseModel):
     approvers_required: int = Field(1, ge=1, le=2)
     explanation: str
     policy_version: str
+    citable_clause_ids: list[str] = Field(
+        default_factory=list,
+        description="The clauses an agent may cite to deny, given the facts at evaluation "
+                    "(policies.evaluate.denial_grounds says why the others may not).")

@@ -13,11 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import date, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from core.models import RefundReason, Strict  # unknown keys are an error in every part
+from core.models import Locale, RefundReason, Strict  # unknown keys are an error in every part
 from core.money import normalize_currency
 from policies.facts import Alternative, RiskLevel
 
@@ -37,20 +44,66 @@ def _parse_duration(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
-class Clause(Strict):
-    """One published rule. `text` is what the customer reads in emails."""
+class _AddedLater(Strict):
+    """Fields added after policies were first pinned are left out of the dump while they
+    hold their default: a policy file written before them keeps its content hash
+    (policies.library.fingerprint), so the cases pinned to it still find it."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=60)
+    _added_later: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._added_later:
+                default = type(self).model_fields[name].get_default(call_default_factory=True)
+                if name in data and getattr(self, name) == default:
+                    del data[name]
+        return data
+
+
+class ClauseWording(Strict):
+    """A clause in another language: its title and the text customers read."""
+
     title: str = Field(min_length=1)
     text: str = Field(min_length=1)
 
 
-class PolicyAlternative(Alternative, Strict):
+class Clause(_AddedLater):
+    """One published rule. `title` and `text` are the English wording customers read in
+    emails; `translations` the other locales' (every locale the policy lists). A denial
+    under the clause offers `alternatives` (ids; absent: every alternative of the policy)."""
+
+    _added_later = ("translations", "alternatives")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=60)
+    title: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    translations: dict[Locale, ClauseWording] = Field(default_factory=dict)
+    alternatives: list[str] | None = None
+
+    def title_in(self, locale: str) -> str:
+        wording = self.translations.get(locale)  # type: ignore[call-overload]  # a Locale or not
+        return wording.title if wording else self.title
+
+    def text_in(self, locale: str) -> str:
+        wording = self.translations.get(locale)  # type: ignore[call-overload]  # a Locale or not
+        return wording.text if wording else self.text
+
+
+class PolicyAlternative(Alternative, _AddedLater):
     """What we offer instead of a refund (product support, a discounted upgrade, a plan
-    change). A strict subclass of the decision's Alternative, so it fits there as is."""
+    change). A strict subclass of the decision's Alternative, so it fits there as is;
+    `text` is English, `translations` the other locales'."""
+
+    _added_later = ("translations",)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     text: str = Field(min_length=1)
+    translations: dict[Locale, str] = Field(default_factory=dict)
+
+    def text_in(self, locale: str) -> str:
+        return self.translations.get(locale) or self.text  # type: ignore[call-overload]
 
 
 class Window(Strict):
@@ -96,14 +149,21 @@ class ReasonRule(Strict):
     amount: AmountRule
 
 
-class DocumentRequirement(Strict):
+class DocumentRequirement(_AddedLater):
     """A document kind. A supplied document satisfies it when its name, lowercased,
     holds the kind or one of `matches` as a word, plural allowed ("receipt" in
     "receipt-0042.pdf", "log" in "error_logs.txt", but not in "catalog.pdf")."""
 
+    _added_later = ("translations",)
+
     clause: str
     question: str = Field(min_length=1, description="Asked when the document is missing.")
     matches: list[str] = Field(default_factory=list)
+    translations: dict[Locale, str] = Field(
+        default_factory=dict, description="The question in the policy's other locales.")
+
+    def question_in(self, locale: str) -> str:
+        return self.translations.get(locale) or self.question  # type: ignore[call-overload]
 
     def satisfied_by(self, kind: str, documents: list[str]) -> bool:
         keys = [kind.lower(), *(m.lower() for m in self.matches)]
@@ -176,8 +236,15 @@ class Sla(Strict):
         return self
 
 
-class Policy(Strict):
-    """A versioned refund policy. Cases pin `version`; decisions cite clause ids."""
+class Policy(_AddedLater):
+    """A versioned refund policy. Cases pin `version`; decisions cite clause ids.
+
+    `locales`: the languages customers are written to in; every customer-facing text
+    (clauses, alternatives, questions, root causes) has a wording in each, or the policy is
+    refused. `root_causes`: what a billing error's root-cause tag (e.g. duplicate_charge)
+    means, per locale; the tag itself never reaches a customer."""
+
+    _added_later = ("locales", "root_causes")
 
     version: str = Field(min_length=1, max_length=40)
     name: str = Field(min_length=1)
@@ -192,6 +259,8 @@ class Policy(Strict):
     approval: ApprovalRouting
     alternatives: list[PolicyAlternative] = Field(default_factory=list)
     sla: Sla
+    locales: list[Locale] = Field(default_factory=lambda: ["en"])  # type: ignore[arg-type]  # pydantic types the factory by the field's Literal
+    root_causes: dict[str, dict[Locale, str]] = Field(default_factory=dict)
 
     @field_validator("currencies")
     @classmethod
@@ -240,6 +309,36 @@ class Policy(Strict):
             if ids.count(a.id) > 1:
                 yield f"alternatives: id {a.id!r} is defined twice"
                 break
+        for i, c in enumerate(self.clauses):
+            for alt in c.alternatives or []:
+                if alt not in ids:
+                    yield (f"clauses.{i}.alternatives: alternative {alt!r} is not defined in "
+                           "alternatives")
+        yield from self._missing_wording()
+
+    def _missing_wording(self) -> Iterator[str]:
+        """Every customer-facing text in every locale the policy lists."""
+        if "en" not in self.locales:
+            yield "locales: en is required (the wording of title, text and question)"
+        others = [loc for loc in dict.fromkeys(self.locales) if loc != "en"]
+        texts: list[tuple[str, dict[Locale, Any]]] = [
+            *((f"clauses.{i}.translations", c.translations) for i, c in enumerate(self.clauses)),
+            *((f"alternatives.{i}.translations", a.translations)
+              for i, a in enumerate(self.alternatives)),
+            *((f"documents.{kind}.translations", d.translations)
+              for kind, d in self.documents.items())]
+        for where, translations in texts:
+            if "en" in translations:
+                yield f"{where}.en: the English wording is the text itself, not a translation"
+            for missing in (loc for loc in others if loc not in translations):
+                yield f"{where}: no {missing} wording (the policy lists locale {missing})"
+            for extra in (loc for loc in translations if loc not in self.locales):
+                yield f"{where}.{extra}: locale {extra} is not in locales"
+        for tag, wording in self.root_causes.items():
+            for needed in self.locales:
+                if not wording.get(needed, "").strip():
+                    yield (f"root_causes.{tag}: no {needed} wording (the policy lists locale "
+                           f"{needed})")
 
     def clause_refs(self) -> Iterator[tuple[str, str]]:
         """Every place the policy cites a clause: (field path, clause id)."""
@@ -269,6 +368,28 @@ class Policy(Strict):
 
     def has_clause(self, clause_id: str) -> bool:
         return any(c.id == clause_id for c in self.clauses)
+
+    def alternatives_for(self, clause_id: str) -> list[PolicyAlternative]:
+        """What a denial under the clause may offer: the clause's own list, or (a clause
+        that names none, as in policies written before) every alternative."""
+        wanted = self.clause(clause_id).alternatives if self.has_clause(clause_id) else None
+        if wanted is None:
+            return list(self.alternatives)
+        return [a for a in self.alternatives if a.id in wanted]
+
+    def question_in(self, question: str, locale: str) -> str:
+        """A question the policy asks (its English wording), in the customer's locale; an
+        agent's own question stays as the agent wrote it."""
+        for doc in self.documents.values():
+            if doc.question == question:
+                return doc.question_in(locale)
+        return question
+
+    def root_cause_text(self, tag: str | None, locale: str) -> str:
+        """What a root-cause tag means for the customer; "" when the policy has no
+        wording for it (the tag itself is never shown)."""
+        wording = self.root_causes.get(tag or "", {})
+        return wording.get(locale) or wording.get("en") or ""  # type: ignore[call-overload]
 
     def accepts(self, currency: str) -> bool:
         return currency.lower() in self.currencies

@@ -111,7 +111,7 @@ async def test_sign_in_find_a_case_in_the_queue_and_open_it(browser: Browser,
     await page.screenshot(path=shot("queue"), full_page=True)
     await row.locator("a").first.click()
     await expect(page).to_have_url(re.compile(f"/console/cases/{cases.part}$"))
-    await expect(page.locator("#policy")).to_contain_text("2026-11-01")
+    await expect(page.locator("#policy")).to_contain_text("2026-11-23")
     # the clause the policy cites, in its words
     await expect(page.locator("#policy dl.clauses")).to_contain_text("refund")
     await expect(page.locator("#facts")).to_contain_text("$500.00")

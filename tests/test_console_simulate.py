@@ -93,7 +93,7 @@ async def test_policy_simulate_from_cases_on_the_command_line(
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     text = out.decode()
     assert proc.returncode == 0, err.decode()
-    assert "5 cases: baseline pinned (2026-11-01: 5) -> new 2026-12-01-looser" in text
+    assert "5 cases: baseline pinned (2026-11-23: 5) -> new 2026-12-01-looser" in text
     assert "the baseline reproduces the recorded decision of 5 of 5 cases" in text
     assert "agent_review -> approve: 1" in text  # the $500 change of mind
     assert "USD: 39.00 USD -> 539.00 USD (+500.00 USD)" in text
@@ -109,7 +109,7 @@ async def test_the_console_runs_the_simulation(desk: ConsoleDesk, decided: dict[
                                files={"policy": ("looser.yaml", _looser(tmp_path).read_bytes(),
                                                  "application/yaml")})
         assert resp.status_code == 200, resp.text
-        assert "5 cases: baseline pinned (2026-11-01: 5) → new 2026-12-01-looser" in resp.text
+        assert "5 cases: baseline pinned (2026-11-23: 5) → new 2026-12-01-looser" in resp.text
         assert "reproduce the recorded decision of 5 of 5 cases" in resp.text
         assert "agent_review -&gt; approve: 1" in resp.text
         bad = await http.post("/console/simulate", data={

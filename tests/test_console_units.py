@@ -130,8 +130,14 @@ def test_denial_choices_put_the_cited_clauses_first():
     state = case()
     state.decision = evaluate(_facts_for(state), policy, T0)
     choices = [c.id for c in denial_choices(policy, state)]
-    assert choices[:len(state.decision.clause_ids)] == state.decision.clause_ids
-    assert sorted(choices) == sorted(c.id for c in policy.clauses)
+    fitting = [c for c in state.decision.clause_ids if c in state.decision.citable_clause_ids]
+    assert choices[:len(fitting)] == fitting
+    assert sorted(choices) == sorted(state.decision.citable_clause_ids)  # only those that fit
+    assert "approval-limits" not in choices  # never grounds for a denial
+    older = state.model_copy(update={"decision": state.decision.model_copy(
+        update={"citable_clause_ids": []})})  # decided before the policy said which fit
+    assert sorted(c.id for c in denial_choices(policy, older)) == sorted(
+        c.id for c in policy.clauses)
 
 
 # --- what the workflow keeps for the queue ------------------------------------------------

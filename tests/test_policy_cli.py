@@ -55,7 +55,7 @@ def cases(tmp_path: Path) -> Path:
 def test_check_summarises_a_good_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(DEFAULT_POLICY)]) == 0
     out = capsys.readouterr().out
-    assert "policy 2026-11-01: Subscription refund policy - OK" in out
+    assert "policy 2026-11-23: Subscription refund policy - OK" in out
     assert "22 clauses" in out
     assert "JPY: 30000 JPY / 150000 JPY" in out
     assert "KWD: 60.000 KWD / 300.000 KWD" in out
@@ -80,7 +80,7 @@ def test_simulate_compares_outcomes_and_totals(candidate: Path, cases: Path,
     assert main(["simulate", "--policy", str(candidate), "--baseline", str(DEFAULT_POLICY),
                  "--cases", str(cases)]) == 0
     out = capsys.readouterr().out
-    assert "5 cases: baseline 2026-11-01 -> new 2026-12-01" in out
+    assert "5 cases: baseline 2026-11-23 -> new 2026-12-01" in out
     table = [line.split() for line in out.splitlines()]
     lines = {row[0]: row[1:] for row in table if len(row) == 4 and row[1].isdigit()}
     assert lines["approve"] == ["2", "4", "+2"]
@@ -99,7 +99,7 @@ def test_simulate_baseline_defaults_to_the_default_policy(
     assert main(["simulate", "--policy", str(candidate), "--cases", str(cases),
                  "--sample", "0"]) == 0
     out = capsys.readouterr().out
-    assert "baseline 2026-11-01 -> new 2026-12-01" in out
+    assert "baseline 2026-11-23 -> new 2026-12-01" in out
     assert "sample of changed cases" not in out
 
 
@@ -138,7 +138,7 @@ def test_starter_runs_policy_check(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "starter.py", "policy", "check",
                          "policies/default.yaml"], cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "2026-11-01" in ok.stdout
+    assert "2026-11-23" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1'\nclause: []\n", encoding="utf-8")
     failed = subprocess.run([sys.executable, "starter.py", "policy", "check", str(bad)],

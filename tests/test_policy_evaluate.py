@@ -116,11 +116,11 @@ def test_default_policy_table(row: str, case: PolicyFacts, outcome: str, amount:
     decision = evaluate(case, POLICY, NOW)
     assert (decision.outcome, decision.amount, decision.clause_ids) == (outcome, amount,
                                                                          clauses)
-    assert decision.policy_version == "2026-11-01"
+    assert decision.policy_version == "2026-11-23"
     assert decision.currency == case.currency
-    if outcome == "deny":
-        assert [a.id for a in decision.alternatives] == [
-            "product_support", "discounted_upgrade", "plan_change"]
+    if outcome == "deny":  # the alternatives of the clause it cites first
+        assert decision.alternatives == POLICY.alternatives_for(clauses[0])
+        assert clauses[0] in decision.citable_clause_ids  # its own denial fits the facts
     else:
         assert decision.alternatives == []
     assert bool(decision.questions) == (outcome == "need_info")
@@ -183,7 +183,7 @@ def test_explanation_is_one_readable_paragraph() -> None:
     d = evaluate(facts(reason="technical_issue", documents=["ticket"]), POLICY, NOW)
     assert "\n" not in d.explanation
     assert d.explanation.startswith("Approve a refund of 19.33 USD")
-    assert "Service not working" in d.explanation and "2026-11-01" in d.explanation
+    assert "Service not working" in d.explanation and "2026-11-23" in d.explanation
 
 
 # --- currencies with zero and three decimals ------------------------------------------

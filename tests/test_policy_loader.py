@@ -36,7 +36,7 @@ def error_for(tmp_path: Path, data: Any) -> PolicyError:
 
 def test_default_policy_loads() -> None:
     policy = load_policy()
-    assert policy.version == "2026-11-01"
+    assert policy.version == "2026-11-23"
     assert set(policy.currencies) >= {"usd", "eur", "gbp", "jpy", "krw", "kwd"}
     assert policy.sla.acknowledge == timedelta(seconds=30)
     assert policy.sla.info_reminder == timedelta(days=3)
@@ -223,3 +223,25 @@ def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> 
     with pytest.raises(PolicyError) as err:
         load_policy(path)
     assert str(path) in str(err.value) and "'acknowledge' is given twice" in str(err.value)
+
+
+def test_a_policy_missing_a_locales_wording_is_refused() -> None:
+    """Every customer-facing text in every locale the policy lists."""
+    from policies.loader import parse_policy
+    text = DEFAULT_POLICY.read_text("utf-8")
+    ko_question = "      ko: 이 결제의 영수증이나 청구서(PDF 또는 화면 캡처)를 보내 주시겠어요?\n"
+    assert ko_question in text
+    with pytest.raises(PolicyError, match=r"documents.proof_of_purchase.translations: no ko "
+                                          r"wording \(the policy lists locale ko\)"):
+        parse_policy(text.replace(ko_question, ""))
+    with pytest.raises(PolicyError, match=r"root_causes\.duplicate_charge: no ja wording"):
+        parse_policy(text.replace("    ja: 同じお支払いが", "    xja: 同じ").replace(
+            "    xja:", "    # "))
+
+
+def test_the_previous_default_policy_keeps_its_hash() -> None:
+    """Cases pinned 2026-11-01 by content hash still find it (recorded histories too)."""
+    from policies.library import fingerprint
+    old = load_policy(DEFAULT_POLICY.with_name("default-2026-11-01.yaml"))
+    assert fingerprint(old) == \
+        "452d727d6fa1cab0590bae7bf8196686aede7bf488ee2150a2aa7efea5c745d8"

@@ -77,8 +77,9 @@ def test_every_decision_cites_clauses_that_exist(facts: PolicyFacts) -> None:
     assert all(POLICY.has_clause(c) for c in d.clause_ids)
     if d.outcome == "need_info":
         assert d.questions
-    if d.outcome == "deny":
-        assert d.alternatives
+    if d.outcome == "deny":  # the alternatives its clause offers; a clause the facts fit
+        assert d.alternatives == POLICY.alternatives_for(d.clause_ids[0])
+        assert d.clause_ids[0] in d.citable_clause_ids, d
 
 
 @settings(max_examples=200, deadline=None)

@@ -48,8 +48,9 @@ async def test_auto_deny_quotes_the_clause(time_env: WorkflowEnvironment) -> Non
     assert state.denial is not None and state.denial.clause_id == "change-of-mind-late"
     denial = fakes.email("denial")
     assert denial.context["clause_text"] == fakes.policy.clause("change-of-mind-late").text
-    assert [a["id"] for a in denial.context["alternatives"]] == [
-        a.id for a in fakes.policy.alternatives]
+    assert [a["id"] for a in denial.context["alternatives"]] == [  # the clause's own
+        a.id for a in fakes.policy.alternatives_for("change-of-mind-late")] == [
+        "discounted_upgrade", "plan_change"]
     assert fakes.refund_calls == []
 
 
@@ -193,11 +194,15 @@ async def test_two_different_agents_approve_large_refunds(time_env: WorkflowEnvi
 
 
 async def test_agent_denies_with_an_alternative(time_env: WorkflowEnvironment) -> None:
-    fakes = Fakes(amount=50_000)
+    # Late (20 days) and held for risk: an agent decides, and the late clause fits.
+    fakes = Fakes(amount=50_000, charge_age=timedelta(days=20),
+                  facts_overrides={"radar_risk_level": "highest"})
     async with Case(time_env, fakes, request()) as case:
         await case.status("awaiting_agent")
         for bad in (DenySignal(agent="alice", clause_id="no-such-clause"),
-                    DenySignal(agent="alice", clause_id="misuse", alternative="free_pony")):
+                    DenySignal(agent="alice", clause_id="misuse", alternative="free_pony"),
+                    DenySignal(agent="alice", clause_id="change-of-mind-late",
+                               alternative="product_support")):  # not the clause's
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await case.handle.execute_update(RefundCase.deny_action, bad)
             assert refused.value.cause.details[0]["code"] == "invalid"  # type: ignore[union-attr]

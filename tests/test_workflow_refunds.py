@@ -48,8 +48,9 @@ async def test_permanent_refund_error_goes_to_an_agent_who_denies(
     fakes = Fakes(refund_errors=[stripe_permanent("charge_disputed")])
     async with Case(time_env, fakes, request()) as case:
         waiting = await case.status("awaiting_agent")
-        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob",
-                                                             clause_id="disputed-charges"))
+        # The facts show no dispute (only Stripe's refusal code does), so the agent cites
+        # a clause the facts fit.
+        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob", clause_id="misuse"))
         state = await case.result()
         await record_history(case.handle, "refund_permanent_failure")
     assert "charge_disputed" in waiting.timeline[-1].message

@@ -23,17 +23,16 @@ with workflow.unsafe.imports_passed_through():
         RequestInfoSignal,
     )
     from core.money import refund_step
+    from policies.evaluate import denial_grounds
     from policies.facts import PolicyDecision
 
     from . import patches
     from .gather_info import ask
-    from .incident import apology_context
-    from .policy import evaluate_case
+    from .policy import evaluate_case, facts_now
+    from .refund import REFUND_ARRIVAL, send_apology
     from .runtime import CaseRuntime, iso
 
 AGENT_WAIT = "an agent's decision"
-# What the approval email promises: the money is back on the card within this time.
-REFUND_ARRIVAL = timedelta(days=10)
 
 
 @dataclass
@@ -96,27 +95,35 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
 
 
 async def send_approval(rt: CaseRuntime, amount: int) -> None:
-    """Approval email (or the billing-error apology) saying what happens next, by when."""
-    by = iso(workflow.now() + REFUND_ARRIVAL)
-    money = {"amount": amount, "currency": rt.case.currency}
+    """Approval email saying what happens next, by when. A confirmed billing error gets
+    the apology instead, once the refund is created (refund.py), never before it."""
     assessment = rt.case.assessment
     if assessment is not None and assessment.billing_error_confirmed:
-        await rt.email("billing_error_apology", "approval",
-                       {**money, **apology_context(rt.case), "next_steps_by": by})
+        if workflow.patched(patches.TEXT_APOLOGY_AFTER_REFUND):
+            rt.case.progress.apology_due = True
+        else:  # cases started before: the apology with the approval
+            await send_apology(rt, amount, "approval")
     else:
-        await rt.email("approval", "approval", {**money, "next_steps_by": by})
+        by = iso(workflow.now() + REFUND_ARRIVAL)
+        await rt.email("approval", "approval", {"amount": amount,
+                                                "currency": rt.case.currency,
+                                                "next_steps_by": by})
     rt.checkpoint()
 
 
 async def send_denial(rt: CaseRuntime, denial: Denial) -> None:
-    """Denial email quoting the clause and offering the policy's alternatives."""
+    """Denial email quoting the clause in the customer's words and locale, offering the
+    alternatives attached to that clause (or the one the agent chose among them)."""
     rt.case.denial = denial
     rt.set_status(CaseStatus.denied, f"denied under clause {denial.clause_id}", actor=denial.by)
+    locale = rt.case.request.locale
     clause = rt.policy.clause(denial.clause_id)
-    offered = [a for a in rt.policy.alternatives if denial.alternative in (None, a.id)]
+    offered = [a for a in rt.policy.alternatives_for(clause.id)
+               if denial.alternative in (None, a.id)]
     await rt.email("denial", "denial", {
-        "clause_id": clause.id, "clause_text": clause.text, "note": denial.note,
-        "alternatives": [{"id": a.id, "text": a.text} for a in offered],
+        "clause_id": clause.id, "clause_title": clause.title_in(locale),
+        "clause_text": clause.text_in(locale), "note": denial.note,
+        "alternatives": [{"id": a.id, "text": a.text_in(locale)} for a in offered],
     })
 
 
@@ -227,7 +234,26 @@ def deny_refusal(rt: CaseRuntime, sig: DenySignal) -> Refusal | None:
             a.id for a in rt.policy.alternatives}:
         refusal = Refusal("invalid", f"alternative {sig.alternative!r} is not offered by "
                                      f"policy {rt.policy.version}")
+    if refusal is None and rt.case.progress.clauses_fit_facts:
+        refusal = _clause_refusal(rt, sig)
     return refusal
+
+
+def _clause_refusal(rt: CaseRuntime, sig: DenySignal) -> Refusal | None:
+    """A denial must rest on a clause the facts fit (not "more than 14 days after the
+    payment" for a payment made minutes ago), and offer only that clause's alternatives."""
+    facts = facts_now(rt)
+    if facts is not None:
+        why_not = denial_grounds(facts, rt.policy, workflow.now()).get(sig.clause_id)
+        if why_not is not None:
+            return Refusal("invalid", f"clause {sig.clause_id} does not fit this case: "
+                                      f"{why_not}")
+    offered = [a.id for a in rt.policy.alternatives_for(sig.clause_id)]
+    if sig.alternative is not None and sig.alternative not in offered:
+        return Refusal("invalid", f"alternative {sig.alternative!r} does not go with clause "
+                                  f"{sig.clause_id} (it offers "
+                                  f"{', '.join(offered) or 'no alternative'})")
+    return None
 
 
 def request_info_refusal(rt: CaseRuntime, sig: RequestInfoSignal) -> Refusal | None:

@@ -48,7 +48,8 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
         progress.replies_at_ask = progress.replies_received  # a quick reply must count
     rounds, reply_by = progress.info_rounds, progress.info_reply_by
     assert reply_by is not None
-    context = {"questions": list(case.questions), "reply_by": iso(reply_by)}
+    # The policy's questions in the customer's locale; an agent's as the agent wrote them.
+    context = {"questions": customer_questions(rt), "reply_by": iso(reply_by)}
     if not resumed:
         await rt.email("info_request", f"info_request_{rounds}", context)
 
@@ -77,13 +78,18 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
             answered = await reminded_wait()
     if not answered:
         rt.set_status(CaseStatus.abandoned, f"no reply to our questions by {iso(reply_by)}")
-        await rt.email("abandoned", "abandoned", {"questions": list(case.questions)})
+        await rt.email("abandoned", "abandoned", {"questions": customer_questions(rt)})
         return "abandoned"
     if not replied():
         return "undeliverable"
     case.questions = []
     rt.set_status(CaseStatus.assessing, "the customer replied; deciding again")
     return "replied"
+
+
+def customer_questions(rt: CaseRuntime) -> list[str]:
+    locale = rt.case.request.locale
+    return [rt.policy.question_in(q, locale) for q in rt.case.questions]
 
 
 def on_reply(rt: CaseRuntime, sig: CustomerReplySignal) -> None:

@@ -29,8 +29,10 @@ with workflow.unsafe.imports_passed_through():
         JoinIncidentSignal,
         incident_workflow_id,
     )
+    from policies.model import Policy
 
     from . import patches
+    from .assess import root_cause_tag
     from .runtime import CaseRuntime
 
 # A signal to an incident that has ended fails; one that is continuing as new may too.
@@ -137,14 +139,16 @@ def skips_acknowledgment(rt: CaseRuntime) -> bool:
     return True
 
 
-def apology_context(case: CaseState) -> dict[str, Any]:
+def apology_context(case: CaseState, policy: Policy) -> dict[str, Any]:
     """What the billing-error apology says went wrong: the incident's explanation in the
-    customer's locale, or (a duplicate charge) the root cause found by the facts."""
+    customer's locale, or (a duplicate charge) the policy's wording of the root cause's
+    tag in that locale. Never the internal root cause itself."""
     link = case.request.incident
     if link is not None:
         return {"root_cause": "", "explanation": link.explanation_for(case.request.locale)}
     assessment = case.assessment
-    return {"root_cause": (assessment.root_cause or "") if assessment else ""}
+    tag = root_cause_tag(assessment.root_cause) if assessment else None
+    return {"root_cause": policy.root_cause_text(tag, case.request.locale)}
 
 
 def on_join(rt: CaseRuntime, reporter: IncidentReporter, sig: JoinIncidentSignal) -> None:

@@ -11,3 +11,9 @@ STRIPE_OUTAGE_WAITS = "stripe-outage-waits"  # an outage is waited out, never a 
 PINNED_POLICY = "pinned-policy"  # a PolicyRef in history instead of the whole policy
 STRIPE_RATE_LIMIT = "stripe-rate-limited-queue"  # Stripe calls on the throttled queue
 BILLING_INCIDENT = "billing-incident"  # incident cases: no ack, apology, outcome reports
+# Customer-facing text (issue 11): the billing-error apology once the refund exists; a
+# dispute emails the customer; agents' denials must cite a clause the facts fit (decided
+# at the case's start: the update validator that checks it cannot call workflow.patched).
+TEXT_APOLOGY_AFTER_REFUND = "text-apology-after-refund"
+TEXT_DISPUTE_EMAIL = "text-dispute-email"
+TEXT_CLAUSES_FIT_FACTS = "text-clauses-fit-facts"

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.policy_facts import policy_facts
     from policies.evaluate import evaluate
-    from policies.facts import PolicyDecision
+    from policies.facts import PolicyDecision, PolicyFacts
     from policies.library import PolicyRef, resolve
     from policies.model import Policy
 
@@ -38,6 +38,15 @@ async def load_policy(rt: CaseRuntime) -> None:
     rt.pin_policy(policy)
     rt.record("policy_pinned", f"Policy {policy.version} applies to this case")
     rt.keep_search_attributes()
+
+
+def facts_now(rt: CaseRuntime) -> PolicyFacts | None:
+    """The policy's view of the case at this moment (None before the assessment)."""
+    case = rt.case
+    if case.facts is None or case.assessment is None:
+        return None
+    return policy_facts(case.request, case.facts, case.assessment, documents=case.documents,
+                        now=workflow.now(), external_refunded=case.outside_refunded)
 
 
 def evaluate_case(rt: CaseRuntime) -> PolicyDecision:

@@ -26,13 +26,16 @@ with workflow.unsafe.imports_passed_through():
 
     from . import patches, stripe_calls
     from .assess import root_cause_tag
-    from .runtime import CaseRuntime, cause, details
+    from .incident import apology_context
+    from .runtime import CaseRuntime, cause, details, iso
 
 RefundOutcome = Literal["refunded", "failed", "not_made", "nothing_left"]
 
 # How often to poll Stripe when no webhook came, and for how long.
 MAX_REFUND_POLLS = 6
 MAX_POLL_INTERVAL = timedelta(hours=12)
+# What the approval email promises: the money is back on the card within this time.
+REFUND_ARRIVAL = timedelta(days=10)
 
 
 async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
@@ -70,7 +73,19 @@ async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
         await _not_made(rt, err)
         return "not_made"
     _created(rt, result)
+    if progress.apology_due:  # a confirmed billing error: now that the refund exists
+        progress.apology_due = False
+        await send_apology(rt, result.amount, "apology")
     return await _follow(rt)
+
+
+async def send_apology(rt: CaseRuntime, amount: int, step: str) -> None:
+    """The billing-error apology: the refund, what went wrong in the customer's words,
+    and when they hear from us again."""
+    await rt.email("billing_error_apology", step, {
+        "amount": amount, "currency": rt.case.currency,
+        **apology_context(rt.case, rt.policy),
+        "next_steps_by": iso(workflow.now() + REFUND_ARRIVAL)})
 
 
 async def _follow(rt: CaseRuntime) -> RefundOutcome:

@@ -171,7 +171,7 @@ class CaseRuntime:
         return EmailInput.model_validate({
             "case_id": self.case.case_id, "template": template,
             "to": self.case.request.customer_email, "locale": self.case.request.locale,
-            "context": context, "step": step})
+            "timezone": self.case.request.timezone, "context": context, "step": step})
 
     def start_email(self, email: EmailInput, summary: str
                     ) -> workflow.ActivityHandle[EmailSent]:

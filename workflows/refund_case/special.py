@@ -9,6 +9,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from core.contract import TERMINAL_STATUSES, CaseStatus, DisputeOpenedSignal, WithdrawSignal
 
+    from . import patches
     from .runtime import CaseRuntime
 
 
@@ -26,6 +27,10 @@ async def on_dispute(rt: CaseRuntime, sig: DisputeOpenedSignal) -> None:
                    "refund will be made, the dispute process decides")
         case.progress.closing = CaseStatus.disputed
         rt.set_status(CaseStatus.disputed, message, actor="stripe")
+        if workflow.patched(patches.TEXT_DISPUTE_EMAIL):  # what happens next, to the customer
+            amount = sig.amount or (case.facts.amount if case.facts else 0)
+            await rt.email("dispute_opened", f"dispute_{sig.dispute_id}",
+                           {"amount": amount, "currency": case.currency})
     await rt.notify_ops("dispute_opened", message, f"dispute_{sig.dispute_id}")
 
 

@@ -64,6 +64,7 @@ class RefundCase:
         continued = start if isinstance(start, ContinuedCase) else None
         if continued is None:
             rt.may_continue = workflow.patched(patches.CONTINUE_AS_NEW)
+            rt.case.progress.clauses_fit_facts = workflow.patched(patches.TEXT_CLAUSES_FIT_FACTS)
             rt.record("received", f"Refund request {request.request_id} received "
                                   f"({request.reason.value})", actor="customer")
             rt.keep_search_attributes()
