@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from core import search_attributes as sa
 from core.models import (
     ApproveSignal,
+    CloseCaseSignal,
     CustomerReplySignal,
     DenySignal,
     DisputeOpenedSignal,
@@ -77,10 +78,17 @@ async def test_after_a_permanent_refund_error_an_agent_approves_a_new_amount(
 
 
 async def test_pending_refund_polled_until_failed(time_env: WorkflowEnvironment) -> None:
+    """The money did not move: the case waits for an agent (it no longer completes on its
+    own); here the agent closes it with a reason."""
     fakes = Fakes(refund_status="pending", poll_statuses=["pending", "failed"])
     async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.status == "refund_failed" and s.waiting_for is not None,
+                         "the wait for an agent after the failed refund")
+        await case.handle.execute_update(RefundCase.close_action, CloseCaseSignal(
+            agent="alice", reason="Customer paid back by bank transfer"))
         state = await case.result()
-    assert state.status == "refund_failed"
+    assert state.status == "closed"
+    assert state.close_reason == "Customer paid back by bank transfer"
     assert fakes.polls == 2
     assert state.refund is not None and state.refund.status == "failed"
     failed = fakes.email("refund_failed").context
