@@ -82,6 +82,8 @@ async def test_pending_refund_polled_until_failed(time_env: WorkflowEnvironment)
     own); here the agent closes it with a reason."""
     fakes = Fakes(refund_status="pending", poll_statuses=["pending", "failed"])
     async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.refund is not None, "the refund")
+        await time_env.sleep(timedelta(days=2))  # the polls
         await case.until(lambda s: s.status == "refund_failed" and s.waiting_for is not None,
                          "the wait for an agent after the failed refund")
         await case.handle.execute_update(RefundCase.close_action, CloseCaseSignal(
