@@ -32,6 +32,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
         "questions": ["Which plan did you buy?", "When did the problem start?"],
         "reply_by": "2025-03-10T09:00:00+00:00",
         "amount": 12345,
+        "refunded": 12345,
         "currency": "usd",
         "next_steps_by": "2025-03-06T12:00:00Z",
         "clause_id": "window-30d",
@@ -54,7 +55,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
 
 def test_template_names_match_the_renderer():
     assert set(TEMPLATE_NAMES) == set(REQUIRED_CONTEXT)
-    assert len(TEMPLATE_NAMES) == 10
+    assert len(TEMPLATE_NAMES) == 11
 
 
 @pytest.mark.parametrize("locale", LOCALES)
