@@ -3,7 +3,7 @@ email that cannot be sent at all) is recorded and escalated; the case goes on.
 
 The SLA runs from when the request reached us (the intake's receipt time), not from when a
 worker first ran the case: a paused or busy worker makes the acknowledgment late, and a late
-acknowledgment is a breach however it was late (patch sla-from-receipt)."""
+acknowledgment is a breach however it was late (patch agents-lifecycle)."""
 
 from __future__ import annotations
 

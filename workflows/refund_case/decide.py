@@ -3,10 +3,10 @@ allowed to decide; otherwise wait for agents. Agents' approvals, denials and que
 validated here once, for their signals and their updates alike; above the policy's
 threshold two different agents must approve. The decision is told to the customer.
 
-Agents can act at every wait for people (patch agents-at-every-wait): while the customer
+Agents can act at every wait for people (patch agents-lifecycle): while the customer
 is asked (approve, deny, ask again, mark a requirement met) as while agents are asked;
 after a failed refund they retry it (a new round) or close the case with a reason. Every
-approval is checked against what is still refundable (patch approval-within-refundable):
+approval is checked against what is still refundable :
 nothing left closes the case with an explanation, never an approval of 0."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from .follow_up import rating_in, record_feedback
     from .runtime import CaseRuntime, iso
 
-# "agent": an agent acted while the customer was asked (agents-at-every-wait).
+# "agent": an agent acted while the customer was asked (patch agents-lifecycle).
 AskOutcome = Literal["replied", "abandoned", "undeliverable", "agent"]
 
 # What a case keeps of its replies (the signals themselves stay in the event history).

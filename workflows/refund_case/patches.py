@@ -18,19 +18,19 @@ PINNED_POLICY = "pinned-policy"  # a PolicyRef in history instead of the whole p
 STRIPE_RATE_LIMIT = "stripe-rate-limited-queue"  # Stripe calls on the throttled queue
 BILLING_INCIDENT = "billing-incident"  # incident cases: no ack, apology, outcome reports
 
-# Agents at every wait, money within what is refundable, the customer's clock, the
-# console's view (issue 11 "agents" and issue 13): decided once, first thing in a run
-# (`AgentPaths.now()`), so that a case keeps one behaviour for the whole run.
-AGENTS_EVERY_WAIT = "agents-at-every-wait"  # awaiting_info actions, satisfy, retry, close
-WITHIN_REFUNDABLE = "approval-within-refundable"  # nothing left: closed, explained
-SLA_FROM_RECEIPT = "sla-from-receipt"  # the ack SLA and the timeline count from the intake
-QUEUE_VIEW = "console-queue-view"  # RefundAssignee, RefundDeadline and the `queue` memo
+# Agents at every wait, money within what is refundable, the customer's clock and the
+# console's view (issue 11 "agents" and issue 13) came together: ONE patch id gates them,
+# since the SDK writes an upsert of TemporalChangeVersion for each id a run meets.
+AGENTS_LIFECYCLE = "agents-lifecycle"
 
 
 @dataclass
 class AgentPaths:
     """Which of these behaviours this run has: all off for cases started before them,
-    whose recorded histories replay the old paths."""
+    whose recorded histories replay the old paths. The fields say what each gates:
+    every_wait (awaiting_info actions, satisfy, retry and close), within_refundable
+    (nothing left: closed, explained), sla_from_receipt (the ack SLA and the timeline count
+    from the intake), queue_view (RefundAssignee, RefundDeadline and the `queue` memo)."""
 
     every_wait: bool = False
     within_refundable: bool = False
@@ -39,9 +39,6 @@ class AgentPaths:
 
     @classmethod
     def now(cls) -> AgentPaths:
-        """One `workflow.patched` each, in this fixed order (a new run records a marker
-        each; the replay of an older history finds none)."""
-        return cls(every_wait=workflow.patched(AGENTS_EVERY_WAIT),
-                   within_refundable=workflow.patched(WITHIN_REFUNDABLE),
-                   sla_from_receipt=workflow.patched(SLA_FROM_RECEIPT),
-                   queue_view=workflow.patched(QUEUE_VIEW))
+        """Asked once, first thing in a run, so a case keeps one behaviour per run."""
+        on = workflow.patched(AGENTS_LIFECYCLE)
+        return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on)
