@@ -4,6 +4,7 @@ and simulate policies.
     python starter.py dev                 # the whole local stack (what `make run` does)
     python starter.py demo                # seed a charge in the Stripe stand-in, open a case
     python starter.py open|status|approve|deny|ask|reply|feedback|withdraw ...
+    python starter.py assign|note|satisfy|retry-refund|close ...
     python starter.py report              # trends: reasons, decisions, SLA, feedback
     python starter.py incident open|status|approve|pause|resume|cancel|report ...
     python starter.py policy check FILE | policy simulate ...
@@ -27,6 +28,11 @@ COMMANDS = {
     "reply": "cli.cases",
     "feedback": "cli.cases",
     "withdraw": "cli.cases",
+    "assign": "cli.cases",
+    "note": "cli.cases",
+    "satisfy": "cli.cases",
+    "retry-refund": "cli.cases",
+    "close": "cli.cases",
     "report": "cli.report",
     "incident": "cli.incidents",
     "policy": "policies.cli",

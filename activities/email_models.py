@@ -43,6 +43,7 @@ TemplateName = Literal[
     "approval",
     "denial",
     "refund_completed",
+    "nothing_left",
     "billing_error_apology",
     "abandoned",
     "refund_failed",

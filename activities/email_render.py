@@ -43,6 +43,7 @@ REQUIRED_CONTEXT: dict[str, frozenset[str]] = {
     "billing_error_apology": frozenset({"amount", "currency", "root_cause", "next_steps_by"}),
     "abandoned": frozenset({"questions"}),
     "refund_failed": frozenset({"amount", "currency", "failure_reason"}),
+    "nothing_left": frozenset({"amount", "currency", "refunded"}),
     "ops_escalation": frozenset({"kind", "message"}),
     "dispute_opened": frozenset({"amount", "currency"}),
 }

@@ -385,7 +385,10 @@ class StripeActivities:
         try:
             charge = await self._charge(inp.charge_id, inp.payment_intent_id, [])
             for refund in await self._refunds(charge.id):
-                if _field(refund, "metadata", "case_id") == inp.case_id:
+                # A failed or canceled refund of the case moved no money: an agent's
+                # retry (a new round, its own key) makes a new one.
+                if (_field(refund, "metadata", "case_id") == inp.case_id
+                        and _field(refund, "status") not in ("failed", "canceled")):
                     activity.logger.info("refund %s for %s already exists", refund.id,
                                          inp.case_id)
                     return refund_result(refund, reused=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -37,13 +37,18 @@ from core.contract import (
     CASE_ID,
     ActionResult,
     ApproveSignal,
+    AssignSignal,
     CaseState,
     CaseStatus,
+    CloseCaseSignal,
     DenySignal,
+    NoteSignal,
     RefundReason,
     RefundRequest,
     RequestInfoSignal,
+    RetryRefundSignal,
     RetryStripeSignal,
+    SatisfyRequirementSignal,
     Update,
 )
 from core.customer_ref import customer_ref, is_customer_ref
@@ -230,6 +235,7 @@ async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSON
     if body.incident is not None:
         raise HTTPException(422, INCIDENT_NOT_ALLOWED)
     cases = await get_cases(request)
+    body = body.model_copy(update={"received_at": datetime.now(UTC)})
     async with temporal_call("start case"):
         started = await cases.start(body, opened_by=f"agent:{agent.agent}")
     annotate(request, outcome="started" if started.started else "duplicate")
@@ -318,3 +324,85 @@ async def retry_stripe(request: Request, case_id: str, agent: Actor) -> JSONResp
     case_id = _case_id(request, case_id)
     return await _run_action(request, case_id, Update.retry_stripe,
                              RetryStripeSignal(agent=agent.agent))
+
+
+class AssignBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    assignee: str | None = Field(None, min_length=1, max_length=100,
+                                 pattern=r"^[A-Za-z0-9._@-]+$",
+                                 description="Absent or null: nobody holds the case.")
+    note: str = Field("", max_length=2_000)
+
+
+class NoteBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    text: str = Field(min_length=1, max_length=5_000)
+
+
+class SatisfyBody(BaseModel):
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"requirement": "support_evidence", "note": "ticket 4411 confirmed by support"}]}}
+    requirement: str = Field(min_length=1, max_length=60)
+    note: str = Field(min_length=1, max_length=2_000)
+
+
+class RetryRefundBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    note: str = Field("", max_length=2_000)
+
+
+class CloseBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
+@router.post("/{case_id}/assign", summary="Claim, reassign or release (update assign_action)",
+             responses=_ACTION_RESPONSES)
+async def assign(request: Request, case_id: str, body: AssignBody, agent: Actor
+                 ) -> JSONResponse:
+    """An agent claims the case or releases it; giving it to someone else takes a lead."""
+    case_id = _case_id(request, case_id)
+    if body.assignee not in (None, agent.agent) and agent.role != "lead":
+        raise HTTPException(403, "only a lead can give a case to someone else")
+    return await _run_action(request, case_id, Update.assign, AssignSignal(
+        agent=agent.agent, assignee=body.assignee, note=body.note))
+
+
+@router.post("/{case_id}/note", summary="A note for the other agents (update note_action)",
+             responses=_ACTION_RESPONSES)
+async def note(request: Request, case_id: str, body: NoteBody, agent: Actor) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    return await _run_action(request, case_id, Update.note,
+                             NoteSignal(agent=agent.agent, text=body.text))
+
+
+@router.post("/{case_id}/satisfy",
+             summary="Mark a requirement met (update satisfy_requirement_action)",
+             responses=_ACTION_RESPONSES)
+async def satisfy(request: Request, case_id: str, body: SatisfyBody, agent: Actor
+                  ) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    return await _run_action(request, case_id, Update.satisfy_requirement,
+                             SatisfyRequirementSignal(agent=agent.agent,
+                                                      requirement=body.requirement,
+                                                      note=body.note))
+
+
+@router.post("/{case_id}/retry-refund",
+             summary="Retry a failed refund, a new round (update retry_refund_action)",
+             responses=_ACTION_RESPONSES)
+async def retry_refund(request: Request, case_id: str, body: RetryRefundBody, agent: Actor
+                       ) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    return await _run_action(request, case_id, Update.retry_refund,
+                             RetryRefundSignal(agent=agent.agent, note=body.note))
+
+
+@router.post("/{case_id}/close", summary="Close a failed refund's case with why "
+                                         "(update close_action)",
+             responses=_ACTION_RESPONSES)
+async def close(request: Request, case_id: str, body: CloseBody, agent: Actor
+                ) -> JSONResponse:
+    case_id = _case_id(request, case_id)
+    return await _run_action(request, case_id, Update.close,
+                             CloseCaseSignal(agent=agent.agent, reason=body.reason))

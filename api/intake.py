@@ -9,6 +9,7 @@ and answered 200 "duplicate" with the same case id, even after the case has clos
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -95,6 +96,7 @@ _OPENAPI = {
     openapi_extra=_OPENAPI,
 )
 async def refund_request_webhook(request: Request, settings: AppSettings) -> JSONResponse:
+    received_at = datetime.now(UTC)  # the customer's clock: the ack SLA counts from here
     try:
         body = await read_limited(request, MAX_BODY_BYTES)
     except BodyTooLarge:
@@ -112,6 +114,7 @@ async def refund_request_webhook(request: Request, settings: AppSettings) -> JSO
     except ValidationError as exc:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+    refund_request = refund_request.model_copy(update={"received_at": received_at})
     if refund_request.incident is not None:
         annotate(request, outcome="invalid_body")
         return JSONResponse({"detail": INCIDENT_NOT_ALLOWED}, status_code=422)

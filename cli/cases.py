@@ -9,6 +9,11 @@
     python starter.py reply CASE --text "..." [--attachment receipt.pdf]
     python starter.py feedback CASE --rating 5 [--comment ...]
     python starter.py withdraw CASE [--by customer] [--note ...]
+    python starter.py assign CASE --agent alice [--to bob | --release]
+    python starter.py note CASE --agent alice --text "..."
+    python starter.py satisfy CASE --agent alice --requirement support_evidence --note "..."
+    python starter.py retry-refund CASE --agent alice [--note ...]
+    python starter.py close CASE --agent alice --reason "..."
 
 CASE is the case id (refund-<request id>) or the request id. Agent actions go through the
 workflow's updates, so a refused action is reported (exit code 3 wrong state, 4 invalid).
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
@@ -32,13 +38,18 @@ from core.contract import (
     TASK_QUEUE,
     ActionResult,
     ApproveSignal,
+    AssignSignal,
     CaseState,
+    CloseCaseSignal,
     CustomerReplySignal,
     DenySignal,
     FeedbackSignal,
+    NoteSignal,
     RefundReason,
     RefundRequest,
     RequestInfoSignal,
+    RetryRefundSignal,
+    SatisfyRequirementSignal,
     Signal,
     Update,
     WithdrawSignal,
@@ -95,6 +106,23 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--rating", type=int, required=True, choices=range(1, 6),
                    metavar="1-5")
     f.add_argument("--comment", default="")
+    g = command("assign", "claim a case, give it to another agent, or release it")
+    g.add_argument("--agent", required=True)
+    g.add_argument("--to", help="the agent to hold the case (default: --agent)")
+    g.add_argument("--release", action="store_true", help="nobody holds the case")
+    n = command("note", "a note for the other agents")
+    n.add_argument("--agent", required=True)
+    n.add_argument("--text", required=True)
+    m = command("satisfy", "mark a requirement met, saying how")
+    m.add_argument("--agent", required=True)
+    m.add_argument("--requirement", required=True)
+    m.add_argument("--note", required=True)
+    t = command("retry-refund", "retry a failed refund (a new round)")
+    t.add_argument("--agent", required=True)
+    t.add_argument("--note", default="")
+    c = command("close", "close a case whose refund failed, with why")
+    c.add_argument("--agent", required=True)
+    c.add_argument("--reason", required=True)
     w = command("withdraw", "the customer withdraws the request")
     w.add_argument("--by", default="customer")
     w.add_argument("--note", default="")
@@ -144,6 +172,18 @@ def _action(args: argparse.Namespace) -> tuple[Update, BaseModel] | None:
     if args.command == "ask":
         return Update.request_info, RequestInfoSignal(agent=args.agent,
                                                       questions=args.question)
+    if args.command == "assign":
+        return Update.assign, AssignSignal(
+            agent=args.agent, assignee=None if args.release else (args.to or args.agent))
+    if args.command == "note":
+        return Update.note, NoteSignal(agent=args.agent, text=args.text)
+    if args.command == "satisfy":
+        return Update.satisfy_requirement, SatisfyRequirementSignal(
+            agent=args.agent, requirement=args.requirement, note=args.note)
+    if args.command == "retry-refund":
+        return Update.retry_refund, RetryRefundSignal(agent=args.agent, note=args.note)
+    if args.command == "close":
+        return Update.close, CloseCaseSignal(agent=args.agent, reason=args.reason)
     return None
 
 
@@ -159,6 +199,7 @@ def _customer_message(args: argparse.Namespace) -> tuple[Signal, BaseModel]:
 
 async def _open(args: argparse.Namespace, cases: CaseClient) -> int:
     request = RefundRequest(
+        received_at=datetime.now(UTC),
         request_id=args.request_id, customer_email=args.email, charge_id=args.charge,
         payment_intent_id=args.payment_intent, reason=args.reason, message=args.message,
         amount=args.amount, currency=args.currency, locale=args.locale,

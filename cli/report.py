@@ -75,7 +75,7 @@ def summarize(states: Iterable[CaseState]) -> TrendReport:
         breaches.update(set(case.sla_breaches))
         if case.refund and case.refund.status == "succeeded":
             refunded[case.refund.currency] += case.refund.amount
-        received = case.timeline[0].at if case.timeline else None
+        received = case.received_at  # the intake's receipt time, else the first entry
         if received is not None:
             per_day[received.astimezone(UTC).date().isoformat()][case.request.reason.value] += 1
         decided = _first_status(case, DECIDED)

@@ -38,6 +38,7 @@ from core.models import (
     CASE_ID,
     CHARGE_ID,
     INCIDENT_ID_PATTERN,
+    OPEN_STATUSES,
     REQUEST_ID_PATTERN,
     TERMINAL_STATUSES,
     UNDELIVERABLE_EMAIL_EVENTS,
@@ -73,7 +74,9 @@ __all__ = [
     "ACTION_REFUSED",
     "CASE_ID",
     "CHARGE_ID",
+    "OPEN_STATUSES",
     "QUEUE_MEMO",
+    "QUEUE_STATUSES",
     "REQUEST_ID_PATTERN",
     "TASK_QUEUE",
     "TERMINAL_STATUSES",
@@ -215,7 +218,7 @@ class RetryStripeSignal(BaseModel):
 class AgentDecision(BaseModel):
     """The agents' decision the case is acting on (step 5)."""
 
-    kind: Literal["approve", "deny", "request_info"]
+    kind: Literal["approve", "deny", "request_info", "retry", "close"]
     agent: str
     amount: int = 0
     note: str = ""
@@ -264,6 +267,11 @@ class CaseProgress(BaseModel):
     apology_due: bool = Field(
         False, description="a confirmed billing error: the apology goes once the refund "
                            "is created")
+    # Agents at every wait: a requirement marked met makes the policy decide again.
+    reevaluate: bool = Field(False, description="an agent marked a requirement met")
+    joined_requests: list[str] = Field(
+        default_factory=list, description="request ids of later requests for this charge "
+                                          "joined as replies (a redelivery is taken once)")
 
 
 class CaseState(BaseModel):
@@ -291,6 +299,11 @@ class CaseState(BaseModel):
     )
     dispute: DisputeOpenedSignal | None = None
     assignee: str | None = Field(None, description="The agent holding the case (console).")
+    requirements_met: dict[str, str] = Field(
+        default_factory=dict, description="Document kind -> how an agent found it met.")
+    close_reason: str | None = Field(None, description="Why the case was closed (closed).")
+    earlier_refunds: list[RefundResult] = Field(
+        default_factory=list, description="Failed refunds of earlier rounds (retried).")
     root_cause: str | None = None
     feedback: FeedbackSignal | None = None
     sla_breached: bool = False
@@ -304,6 +317,14 @@ class CaseState(BaseModel):
     def incident(self) -> IncidentLink | None:
         """The billing incident covering this case: it opened it, or the case joined it."""
         return self.request.incident or self.progress.joined_incident
+
+    @property
+    def received_at(self) -> datetime | None:
+        """When the request reached us: the intake's receipt time, else the case's first
+        timeline entry (cases started before the intake recorded it)."""
+        if self.request.received_at is not None:
+            return self.request.received_at
+        return self.timeline[0].at if self.timeline else None
 
     @property
     def outside_refunded(self) -> int:
@@ -371,6 +392,10 @@ def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
 # --- what the agent console reads from visibility -------------------------------------
 
 QUEUE_MEMO = "queue"  # memo key of the QueueCard, kept by the workflow
+# The statuses of the agents' queue: only their waits carry a RefundDeadline and a full
+# card (other waits, e.g. for Stripe's webhook, change nothing in visibility).
+QUEUE_STATUSES = frozenset(
+    {CaseStatus.awaiting_agent, CaseStatus.awaiting_info, CaseStatus.refund_failed})
 
 
 class QueueCard(BaseModel):
@@ -386,8 +411,9 @@ class QueueCard(BaseModel):
 
 def queue_deadline(case: CaseState) -> datetime | None:
     """When what the case waits for is due; for a wait escalated past its SLA (no deadline
-    any more), when the SLA was breached, so that overdue cases sort first."""
-    if case.waiting_for is None:
+    any more), when the SLA was breached, so that overdue cases sort first. None outside
+    the queue's statuses."""
+    if case.waiting_for is None or case.status not in QUEUE_STATUSES:
         return None
     if case.deadline is not None:
         return case.deadline
@@ -396,6 +422,8 @@ def queue_deadline(case: CaseState) -> datetime | None:
 
 
 def queue_card_of(case: CaseState) -> QueueCard:
+    if case.status not in QUEUE_STATUSES:
+        return QueueCard(status=case.status)
     return QueueCard(status=case.status, waiting_for=case.waiting_for,
                      deadline=queue_deadline(case), approvals=len(case.approvals),
                      approvers_required=case.approvers_required)

@@ -5,7 +5,7 @@ Pure (no I/O): the workflow sandbox imports this module."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,11 +54,18 @@ class CaseStatus(StrEnum):
     withdrawn = "withdrawn"
     disputed = "disputed"
     completed = "completed"
+    closed = "closed"  # closed on purpose by an agent, or nothing was left to refund
 
 
 TERMINAL_STATUSES = frozenset(
     {CaseStatus.denied, CaseStatus.abandoned, CaseStatus.withdrawn, CaseStatus.disputed,
-     CaseStatus.completed}
+     CaseStatus.completed, CaseStatus.closed}
+)
+# A case still deciding or moving money: a second request for its charge joins it.
+OPEN_STATUSES = frozenset(
+    {CaseStatus.received, CaseStatus.assessing, CaseStatus.awaiting_info,
+     CaseStatus.awaiting_agent, CaseStatus.approved, CaseStatus.refunding,
+     CaseStatus.refund_failed}
 )
 
 
@@ -170,6 +177,10 @@ class RefundRequest(Strict):
     documents: list[str] = Field(default_factory=list, max_length=20)
     incident: IncidentLink | None = Field(
         None, description="Set only on the cases a billing incident opens.")
+    received_at: datetime | None = Field(
+        None, description="When the request reached Refund Desk: set by the intake (its "
+                          "receipt time; a value sent is replaced). The acknowledgment SLA "
+                          "counts from it. Absent: when the case started.")
 
     @field_validator("customer_email")
     @classmethod
@@ -185,6 +196,10 @@ class RefundRequest(Strict):
     @classmethod
     def _timezone(cls, v: str | None) -> str | None:
         return check_timezone(v) if v is not None else None
+    @field_validator("received_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
 
     @field_validator("amount")
     @classmethod
@@ -231,6 +246,9 @@ class CustomerReplySignal(Strict):
     from_email: str | None = None
     attachments: list[str] = Field(default_factory=list)
     channel: Literal["email", "api", "cli"] = "api"
+    request_id: str | None = Field(
+        None, description="A second request for the charge of an open case, joined to it "
+                          "as a reply (its request id: a redelivery is taken once).")
 
 
 RefundStatusName = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]

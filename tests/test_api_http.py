@@ -200,8 +200,24 @@ async def test_a_case_opened_by_hand_records_its_agent_in_the_memo():
     assert by_hand.status_code == 202 and by_webhook.status_code == 202
     [(_, hand_request, hand), (_, _, hook)] = client.starts
     assert hand["id"] == "refund-r-hand" and hand["memo"] == {"opened_by": "agent:alice"}
-    assert "opened_by" not in json.dumps(hand_request.model_dump())  # not in the request
+    assert "opened_by" not in json.dumps(hand_request.model_dump(mode="json"))  # not in the request
     assert hook["id"] == "refund-r-hook" and hook["memo"] is None
+    # Both record when the request reached us: the acknowledgment SLA counts from it.
+    assert all(start[1].received_at is not None for start in client.starts)
+
+
+async def test_new_actions_refuse_bad_input_before_reaching_temporal(down):
+    """Giving a case to someone else takes a lead; a close needs its reason; a satisfy its
+    requirement and how it was met: refused with a 4xx, nothing sent to the case."""
+    async with http(down) as api:
+        other = await api.post("/cases/refund-x/assign", json={"assignee": "bob"},
+                               headers=ALICE)
+        close = await api.post("/cases/refund-x/close", json={"reason": ""}, headers=ALICE)
+        satisfy = await api.post("/cases/refund-x/satisfy", json={"requirement": "ticket"},
+                                 headers=ALICE)
+        note = await api.post("/cases/refund-x/note", json={}, headers=ALICE)
+    assert other.status_code == 403 and "lead" in other.json()["detail"]
+    assert (close.status_code, satisfy.status_code, note.status_code) == (422, 422, 422)
 
 
 async def _asgi_post(app: Any, path: str, headers: list[tuple[bytes, bytes]],

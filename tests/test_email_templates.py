@@ -32,6 +32,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
         "questions": ["Which plan did you buy?", "When did the problem start?"],
         "reply_by": "2025-03-10T09:00:00+00:00",
         "amount": 12345,
+        "refunded": 12345,
         "currency": "usd",
         "next_steps_by": "2025-03-06T12:00:00Z",
         "clause_id": "window-30d",

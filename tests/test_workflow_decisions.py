@@ -11,7 +11,13 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import ApproveSignal, CustomerReplySignal, DenySignal, RequestInfoSignal
+from core.models import (
+    ApproveSignal,
+    CustomerReplySignal,
+    DenySignal,
+    RequestInfoSignal,
+    RetryRefundSignal,
+)
 from tests.workflow_doubles import (
     Case,
     Fakes,
@@ -92,16 +98,18 @@ async def test_need_info_reminder_then_abandoned(time_env: WorkflowEnvironment) 
     fakes = Fakes()
     async with Case(time_env, fakes, request("technical_issue")) as case:
         await case.status("awaiting_info")
-        # An agent action that does not fit the state: refused by the update's validator,
-        # so nothing reaches the history; the same action as a signal is recorded.
+        # An agent action that does not fit the state (a retry with no failed refund):
+        # refused by the update's validator, so nothing reaches the history; an invalid
+        # action as a signal is recorded.
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await case.handle.execute_update(RefundCase.approve_action,
-                                             ApproveSignal(agent="alice"))
+            await case.handle.execute_update(RefundCase.retry_refund_action,
+                                             RetryRefundSignal(agent="alice"))
         cause = refused.value.cause
         assert isinstance(cause, ApplicationError) and cause.type == "ActionRefused"
         assert cause.details[0]["code"] == "wrong_state"
         assert await accepted_updates(case.handle) == 0
-        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob", clause_id="misuse"))
+        await case.handle.signal(RefundCase.deny, DenySignal(agent="bob",
+                                                             clause_id="no-such-clause"))
         state = await case.result()
         await record_history(case.handle, "need_info_abandoned")
     assert state.status == "abandoned"
@@ -109,7 +117,7 @@ async def test_need_info_reminder_then_abandoned(time_env: WorkflowEnvironment) 
     assert fakes.email("abandoned").context["questions"] == fakes.email(
         "info_request").context["questions"]
     refusals = entries(state, "action_refused")
-    assert [(r.actor, r.data["code"]) for r in refusals] == [("agent:bob", "wrong_state")]
+    assert [(r.actor, r.data["code"]) for r in refusals] == [("agent:bob", "invalid")]
 
 
 async def test_agent_approves_what_outside_refunds_left(time_env: WorkflowEnvironment) -> None:

@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from core import search_attributes as sa
 from core.models import (
     ApproveSignal,
+    CloseCaseSignal,
     CustomerReplySignal,
     DenySignal,
     DisputeOpenedSignal,
@@ -78,15 +79,25 @@ async def test_after_a_permanent_refund_error_an_agent_approves_a_new_amount(
 
 
 async def test_pending_refund_polled_until_failed(time_env: WorkflowEnvironment) -> None:
+    """The money did not move: the case waits for an agent (it no longer completes on its
+    own); here the agent closes it with a reason."""
     fakes = Fakes(refund_status="pending", poll_statuses=["pending", "failed"])
     async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.refund is not None, "the refund")
+        await time_env.sleep(timedelta(days=2))  # the polls
+        await case.until(lambda s: s.status == "refund_failed" and s.waiting_for is not None,
+                         "the wait for an agent after the failed refund")
+        await case.handle.execute_update(RefundCase.close_action, CloseCaseSignal(
+            agent="alice", reason="Customer paid back by bank transfer"))
         state = await case.result()
-    assert state.status == "refund_failed"
+    assert state.status == "closed"
+    assert state.close_reason == "Customer paid back by bank transfer"
     assert fakes.polls == 2
+    assert "sla_breached" in kinds(state)  # two days without an agent
     assert state.refund is not None and state.refund.status == "failed"
     failed = fakes.email("refund_failed").context
     assert failed["failure_reason"] == "expired_or_canceled_card" and failed["amount"] == 4900
-    assert [o.kind for o in fakes.ops] == ["refund_failed"]
+    assert [o.kind for o in fakes.ops] == ["refund_failed", "sla_breached"]
 
 
 async def test_webhooks_settle_the_refund_then_feedback(time_env: WorkflowEnvironment) -> None:
@@ -213,8 +224,10 @@ async def test_pending_refund_failed_by_webhook(time_env: WorkflowEnvironment) -
         await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
             refund_id="re_test_1", status="failed", failure_reason="lost_or_stolen_card",
             case_id=case.request.case_id))
+        await case.status("refund_failed")
+        await close_failed(case)
         state = await case.result()
-    assert state.status == "refund_failed" and fakes.polls == 0
+    assert state.status == "closed" and fakes.polls == 0
     assert fakes.email("refund_failed").context["failure_reason"] == "lost_or_stolen_card"
     assert [o.kind for o in fakes.ops] == ["refund_failed"]
 
@@ -244,9 +257,12 @@ async def test_refund_failing_after_it_succeeded_is_no_completed_refund(
         await case.handle.signal(RefundCase.refund_update, RefundUpdateSignal(
             refund_id="re_test_1", status="failed", failure_reason="expired_or_canceled_card",
             case_id=case.request.case_id))
+        await case.status("refund_failed")
+        await close_failed(case)
         state = await case.result()
         await record_history(case.handle, "refund_reversal")
-    assert state.status == "refund_failed"
+    assert state.status == "closed" and state.refund is not None
+    assert state.refund.status == "failed"
     assert "refund_completed" not in fakes.templates()
     assert fakes.email("refund_failed").context["failure_reason"] == "expired_or_canceled_card"
     assert [o.kind for o in fakes.ops] == ["refund_failed"]
@@ -276,3 +292,10 @@ def test_ratings_are_read_from_the_first_line_only() -> None:
     assert [rating_in(t) for t in ["5", "Rating: 3/5 ok", "4/5", " 2 stars", "10", "",
                                     "thanks!\n5", "0", "6"]] == [5, 3, 4, 2, None, None,
                                                                 None, None, None]
+
+
+async def close_failed(case: Case) -> None:
+    """A failed refund waits for an agent; the test's agent closes the case."""
+    await case.until(lambda s: s.waiting_for is not None, "the wait for an agent")
+    await case.handle.execute_update(RefundCase.close_action, CloseCaseSignal(
+        agent="alice", reason="settled with the customer another way"))

@@ -1,7 +1,13 @@
 """Steps 3 and 5: act on the policy's decision (approve, deny, ask) where it is clear and
 allowed to decide; otherwise wait for agents. Agents' approvals, denials and questions are
 validated here once, for their signals and their updates alike; above the policy's
-threshold two different agents must approve. The decision is told to the customer."""
+threshold two different agents must approve. The decision is told to the customer.
+
+Agents can act at every wait for people (patch agents-lifecycle): while the customer
+is asked (approve, deny, ask again, mark a requirement met) as while agents are asked;
+after a failed refund they retry it (a new round) or close the case with a reason. Every
+approval is checked against what is still refundable :
+nothing left closes the case with an explanation, never an approval of 0."""
 
 from __future__ import annotations
 
@@ -17,22 +23,26 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApproveSignal,
         CaseStatus,
+        CloseCaseSignal,
         Denial,
         DenySignal,
         RefusalCode,
         RequestInfoSignal,
+        RetryRefundSignal,
+        SatisfyRequirementSignal,
     )
     from core.money import refund_step
     from policies.evaluate import denial_grounds
     from policies.facts import PolicyDecision
 
     from . import patches
-    from .gather_info import ask
+    from .gather_info import AskOutcome, ask
     from .policy import evaluate_case, facts_now
-    from .refund import REFUND_ARRIVAL, send_apology
+    from .refund import REFUND_ARRIVAL, close_nothing_left, send_apology
     from .runtime import CaseRuntime, iso
 
 AGENT_WAIT = "an agent's decision"
+RETRY_WAIT = "an agent to retry the refund or close the case"
 
 
 @dataclass
@@ -53,6 +63,7 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
         asked = await ask(rt, case.questions, "", resumed=True)
         if asked == "abandoned":
             return None
+        action = _agents_move(rt) if asked == "agent" else None
         undeliverable = asked == "undeliverable"
     while True:
         if action is None:
@@ -68,30 +79,97 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
                 rt.set_status(CaseStatus.approved, f"the policy approves "
                               f"{rt.money(decision.amount)} ({', '.join(decision.clause_ids)})",
                               actor="policy")
-                await send_approval(rt, decision.amount)
-                return decision.amount
+                return await approved(rt, decision.amount)
             elif decision.outcome == "deny" and by_policy:
                 await send_denial(rt, Denial(by="policy", clause_id=decision.clause_ids[0]))
                 return None
             elif decision.outcome == "need_info" and by_policy:
-                asked = await ask(rt, decision.questions, "policy")
+                asked = await _ask(rt, decision.questions, "policy")
                 if asked == "abandoned":
                     return None
+                action = _agents_move(rt) if asked == "agent" else None
                 undeliverable = asked == "undeliverable"
                 continue
             action = await _await_agents(rt, decision, undeliverable=undeliverable)
             undeliverable = False
+            if action is None:
+                action = _agents_move(rt)  # a requirement met: the policy decides again
+                continue
         if action.kind == "approve":
-            await send_approval(rt, action.amount)
-            return action.amount
+            return await approved(rt, action.amount)
         if action.kind == "deny" and action.denial is not None:
             await send_denial(rt, action.denial)
             return None
-        asked = await ask(rt, action.questions, f"agent:{action.agent}")
+        asked = await _ask(rt, action.questions, f"agent:{action.agent}")
         action = None
         if asked == "abandoned":
             return None
+        action = _agents_move(rt) if asked == "agent" else None
         undeliverable = asked == "undeliverable"
+
+
+async def _ask(rt: CaseRuntime, questions: list[str], asked_by: str) -> AskOutcome:
+    """Ask the customer; agents may act meanwhile (a fresh round for them)."""
+    if rt.paths.every_wait:
+        progress = rt.case.progress
+        progress.agent_decision, progress.reevaluate = None, False
+        rt.case.approvals = []
+    return await ask(rt, questions, asked_by)
+
+
+def _agents_move(rt: CaseRuntime) -> AgentDecision | None:
+    """What an agent did at a wait: their decision, or None when they marked a
+    requirement met (the policy decides again)."""
+    progress = rt.case.progress
+    if progress.agent_decision is None and progress.reevaluate:
+        progress.reevaluate = False
+        met = ", ".join(rt.case.requirements_met)
+        rt.set_status(CaseStatus.assessing, f"an agent marked {met} met; the policy "
+                      "decides again")
+    return progress.agent_decision
+
+
+async def approved(rt: CaseRuntime, amount: int) -> int | None:
+    """An approval (the policy's or agents'), checked against what is still refundable:
+    the amount to refund, or None when nothing is left (the case closes, explained)."""
+    case = rt.case
+    if rt.paths.within_refundable:
+        if amount > case.refundable:
+            amount = case.refundable
+            rt.record("amount_reduced", f"Refunds made outside this case leave "
+                      f"{rt.money(amount)} to refund", amount=amount)
+        if amount <= 0:
+            await close_nothing_left(rt)
+            return None
+        case.approved_amount = amount
+    await send_approval(rt, amount)
+    return amount
+
+
+async def after_failed_refund(rt: CaseRuntime) -> int | None:
+    """The refund failed and no money moved: an agent retries it (the amount of a new
+    round, with its own idempotency key) or closes the case with a reason (None). The case
+    never completes on its own while the money it approved has not moved."""
+    case, sla = rt.case, rt.policy.sla.agent_decision
+
+    def acted() -> bool:
+        return case.progress.agent_decision is not None
+
+    if not await rt.wait(RETRY_WAIT, acted, sla):
+        await rt.breach("agent_decision", f"No agent retried or closed the failed refund "
+                        f"within {sla}")
+        await rt.wait(f"{RETRY_WAIT} (escalated)", acted, None)
+    action = case.progress.agent_decision
+    assert action is not None
+    case.progress.agent_decision = None
+    if action.kind == "close":
+        return None
+    failed = case.refund
+    if failed is not None:
+        case.earlier_refunds.append(failed)
+        case.refund = None
+    return await approved(rt, min(failed.amount if failed else case.approved_amount or 0,
+                                  case.refundable))
 
 
 async def send_approval(rt: CaseRuntime, amount: int) -> None:
@@ -128,9 +206,11 @@ async def send_denial(rt: CaseRuntime, denial: Denial) -> None:
 
 
 async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
-                        undeliverable: bool = False, resumed: bool = False) -> AgentDecision:
-    """Wait for an agent's decision, escalating once past the SLA. `resumed`: a continued
-    run keeps the approvals so far and the deadline of the wait it left."""
+                        undeliverable: bool = False, resumed: bool = False
+                        ) -> AgentDecision | None:
+    """Wait for an agent's decision, escalating once past the SLA; None when an agent
+    marked a requirement met instead. `resumed`: a continued run keeps the approvals so
+    far and the deadline of the wait it left."""
     case = rt.case
     sla = rt.policy.sla.agent_decision
     timeout: timedelta | None = sla
@@ -142,14 +222,13 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
         await _hand_to_agents(rt, decision, undeliverable)
 
     def decided() -> bool:
-        return case.progress.agent_decision is not None
+        return case.progress.agent_decision is not None or case.progress.reevaluate
 
     if timeout is not None and not await rt.wait(AGENT_WAIT, decided, timeout, case.deadline
                                                  if resumed else None, may_continue=True):
         await rt.breach("agent_decision", f"No agent decided within {sla}")
     if not decided():
         await rt.wait(f"{AGENT_WAIT} (escalated)", decided, None, may_continue=True)
-    assert case.progress.agent_decision is not None
     return case.progress.agent_decision
 
 
@@ -158,6 +237,7 @@ async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverab
     """A new round for agents, with why the policy does not decide alone."""
     case = rt.case
     case.progress.agent_decision = None
+    case.progress.reevaluate = False
     case.approvals = []
     clauses = ", ".join(decision.clause_ids)
     why = f"the policy asks an agent to decide ({clauses})"
@@ -181,10 +261,16 @@ async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverab
 
 
 def _agent_refusal(rt: CaseRuntime) -> Refusal | None:
-    if rt.case.status != CaseStatus.awaiting_agent:
-        return Refusal("wrong_state", f"the case is {rt.case.status}, not waiting for an agent")
-    if rt.case.progress.agent_decision is not None:
+    case = rt.case
+    waits = (CaseStatus.awaiting_agent, CaseStatus.awaiting_info) if rt.paths.every_wait \
+        else (CaseStatus.awaiting_agent,)
+    if case.status not in waits:
+        return Refusal("wrong_state", f"the case is {case.status}, not waiting for an agent")
+    if case.progress.agent_decision is not None:
         return Refusal("wrong_state", "the case was already decided")
+    if case.progress.reevaluate:
+        return Refusal("wrong_state", "the policy is deciding again (a requirement was "
+                                      "marked met)")
     return None
 
 
@@ -260,12 +346,60 @@ def request_info_refusal(rt: CaseRuntime, sig: RequestInfoSignal) -> Refusal | N
     return _agent_refusal(rt)
 
 
+def satisfy_refusal(rt: CaseRuntime, sig: SatisfyRequirementSignal) -> Refusal | None:
+    if not rt.paths.every_wait:
+        return Refusal("wrong_state", "this case started before requirements could be "
+                                      "marked met; approve or deny it")
+    refusal = _agent_refusal(rt)
+    if refusal is not None:
+        return refusal
+    case, policy = rt.case, rt.policy
+    need = policy.documents.get(sig.requirement)
+    if need is None:
+        return Refusal("invalid", f"{sig.requirement!r} is not a requirement of policy "
+                                  f"{policy.version} (it has: {', '.join(policy.documents)})")
+    if sig.requirement in case.requirements_met:
+        return Refusal("invalid", f"{sig.requirement} is already met: "
+                                  f"{case.requirements_met[sig.requirement]}")
+    if need.satisfied_by(sig.requirement, case.documents):
+        return Refusal("invalid", f"{sig.requirement} is already met by a document")
+    return None
+
+
+def _failed_refund_refusal(rt: CaseRuntime) -> Refusal | None:
+    case = rt.case
+    if case.status != CaseStatus.refund_failed or not rt.paths.every_wait:
+        return Refusal("wrong_state", f"the case is {case.status}, not refund_failed")
+    if case.progress.agent_decision is not None:
+        return Refusal("wrong_state", "an agent already acted on the failed refund")
+    return None
+
+
+def retry_refund_refusal(rt: CaseRuntime, sig: RetryRefundSignal) -> Refusal | None:
+    refusal = _failed_refund_refusal(rt)
+    if refusal is None and rt.case.refundable <= 0:
+        refusal = Refusal("invalid", "nothing is left to refund on the charge: close the "
+                                     "case instead")
+    return refusal
+
+
+def close_refusal(rt: CaseRuntime, sig: CloseCaseSignal) -> Refusal | None:
+    return _failed_refund_refusal(rt)
+
+
 def approve(rt: CaseRuntime, sig: ApproveSignal) -> ActionResult | Refusal:
     actor = f"agent:{sig.agent}"
     refusal = approve_refusal(rt, sig)
     if refusal is not None:
         return _refuse(rt, "approve", actor, refusal)
     case, amount = rt.case, _approval_amount(rt, sig)
+    if amount <= 0 and rt.paths.within_refundable:
+        message = ("Nothing is left to refund on the charge (refunded outside this case): "
+                   "the case closes and the customer is told why")
+        case.progress.agent_decision = AgentDecision(kind="approve", agent=sig.agent,
+                                                     amount=0, note=sig.note)
+        rt.record("approval_recorded", message, actor=actor, amount=0)
+        return _result(rt, message)
     case.approvals.append(Approval(agent=sig.agent, amount=amount, note=sig.note,
                                    at=workflow.now()))
     required = max(case.approvers_required, rt.policy.approvers_required(amount, case.currency))
@@ -309,6 +443,38 @@ def request_info(rt: CaseRuntime, sig: RequestInfoSignal) -> ActionResult | Refu
     rt.record("info_requested_by_agent", f"{sig.agent} asks: {' / '.join(sig.questions)}",
               actor=actor)
     return _result(rt, f"{len(sig.questions)} question(s) will be sent to the customer")
+
+
+def satisfy(rt: CaseRuntime, sig: SatisfyRequirementSignal) -> ActionResult:
+    """A requirement met on an agent's word ("ticket 4411 confirmed by support"): the
+    policy decides again with it."""
+    actor = f"agent:{sig.agent}"
+    case = rt.case
+    case.requirements_met[sig.requirement] = f"{sig.note} ({actor})"
+    case.progress.reevaluate = True
+    rt.record("requirement_met", f"{sig.requirement} met: {sig.note}", actor=actor,
+              requirement=sig.requirement)
+    return _result(rt, f"{sig.requirement} is met; the policy decides again")
+
+
+def retry_refund(rt: CaseRuntime, sig: RetryRefundSignal) -> ActionResult:
+    actor = f"agent:{sig.agent}"
+    rt.case.progress.agent_decision = AgentDecision(kind="retry", agent=sig.agent,
+                                                    note=sig.note)
+    rt.record("refund_retry_requested", f"{sig.agent} retries the failed refund"
+              f"{': ' + sig.note if sig.note else ''}", actor=actor)
+    return _result(rt, "The refund is made again, in a new round")
+
+
+def close(rt: CaseRuntime, sig: CloseCaseSignal) -> ActionResult:
+    """Closed on purpose, with why (e.g. the money went back another way)."""
+    case = rt.case
+    case.progress.agent_decision = AgentDecision(kind="close", agent=sig.agent,
+                                                 note=sig.reason)
+    case.close_reason = sig.reason
+    rt.set_status(CaseStatus.closed, f"closed by {sig.agent}: {sig.reason}",
+                  actor=f"agent:{sig.agent}")
+    return _result(rt, "The case is closed")
 
 
 def _refuse(rt: CaseRuntime, action: str, actor: str, refusal: Refusal) -> Refusal:

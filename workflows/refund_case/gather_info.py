@@ -22,7 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from .follow_up import rating_in, record_feedback
     from .runtime import CaseRuntime, iso
 
-AskOutcome = Literal["replied", "abandoned", "undeliverable"]
+# "agent": an agent acted while the customer was asked (patch agents-lifecycle).
+AskOutcome = Literal["replied", "abandoned", "undeliverable", "agent"]
 
 # What a case keeps of its replies (the signals themselves stay in the event history).
 MAX_REPLY_CHARS = 4_000
@@ -56,8 +57,12 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
     def replied() -> bool:
         return progress.replies_received > progress.replies_at_ask
 
+    def agent_acted() -> bool:
+        return rt.paths.every_wait and (progress.agent_decision is not None
+                                        or progress.reevaluate)
+
     def answered_or_bounced() -> bool:
-        return replied() or progress.info_undeliverable
+        return replied() or progress.info_undeliverable or agent_acted()
 
     async def reminded_wait() -> bool:
         left = max(reply_by - workflow.now(), timedelta(seconds=1))
@@ -80,6 +85,9 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
         rt.set_status(CaseStatus.abandoned, f"no reply to our questions by {iso(reply_by)}")
         await rt.email("abandoned", "abandoned", {"questions": customer_questions(rt)})
         return "abandoned"
+    if agent_acted():
+        case.questions = []
+        return "agent"
     if not replied():
         return "undeliverable"
     case.questions = []

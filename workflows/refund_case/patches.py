@@ -1,6 +1,12 @@
 """`workflow.patched` ids. Each guards a change of behaviour that cases started before it
 must not see: their histories replay the old path (see tests/histories/)."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio import workflow
+
 AGENT_AFTER_REFUSAL = "agent-decides-after-refusal"  # a Stripe refusal: agents only
 ACK_FAILURE_BREACH = "ack-failure-is-breach"
 UNDELIVERABLE_INFO = "undeliverable-info-to-agent"
@@ -17,3 +23,28 @@ BILLING_INCIDENT = "billing-incident"  # incident cases: no ack, apology, outcom
 TEXT_APOLOGY_AFTER_REFUND = "text-apology-after-refund"
 TEXT_DISPUTE_EMAIL = "text-dispute-email"
 TEXT_CLAUSES_FIT_FACTS = "text-clauses-fit-facts"
+
+# Agents at every wait, money within what is refundable, the customer's clock and the
+# console's view (issue 11 "agents" and issue 13) came together: ONE patch id gates them,
+# since the SDK writes an upsert of TemporalChangeVersion for each id a run meets.
+AGENTS_LIFECYCLE = "agents-lifecycle"
+
+
+@dataclass
+class AgentPaths:
+    """Which of these behaviours this run has: all off for cases started before them,
+    whose recorded histories replay the old paths. The fields say what each gates:
+    every_wait (awaiting_info actions, satisfy, retry and close), within_refundable
+    (nothing left: closed, explained), sla_from_receipt (the ack SLA and the timeline count
+    from the intake), queue_view (RefundAssignee, RefundDeadline and the `queue` memo)."""
+
+    every_wait: bool = False
+    within_refundable: bool = False
+    sla_from_receipt: bool = False
+    queue_view: bool = False
+
+    @classmethod
+    def now(cls) -> AgentPaths:
+        """Asked once, first thing in a run, so a case keeps one behaviour per run."""
+        on = workflow.patched(AGENTS_LIFECYCLE)
+        return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on)

@@ -54,7 +54,9 @@ def evaluate_case(rt: CaseRuntime) -> PolicyDecision:
     case = rt.case
     assert case.facts is not None and case.assessment is not None
     now = workflow.now()
-    facts = policy_facts(case.request, case.facts, case.assessment, documents=case.documents,
+    # A requirement an agent marked met counts as its document kind supplied.
+    documents = case.documents + list(case.requirements_met)
+    facts = policy_facts(case.request, case.facts, case.assessment, documents=documents,
                          now=now, external_refunded=case.outside_refunded)
     decision = evaluate(facts, rt.policy, now)
     case.decision = decision

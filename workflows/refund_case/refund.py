@@ -1,8 +1,9 @@
 """Step 6: refund through Stripe exactly once and follow the refund to a final status.
 
 One idempotency key per refund round (`<case id>:refund`, then `:refund-N`), never per
-attempt; a new round exists only after Stripe refused the earlier one for good, and the
-activity first looks for a refund carrying the case id. Stripe's webhooks (signal
+attempt; a new round exists only after Stripe refused the earlier one for good or the
+refund failed and an agent retried it, and the activity first looks for a refund carrying
+the case id (a failed one is not reused). Stripe's webhooks (signal
 `refund_update`) settle the refund; polling is the bounded fallback."""
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
         rt.record("amount_reduced", f"Refunds made outside this case leave "
                   f"{rt.money(amount)} to refund", amount=amount)
     if amount <= 0:
-        rt.set_status(CaseStatus.completed, "nothing is left to refund on the charge")
+        if rt.paths.within_refundable:
+            await close_nothing_left(rt)
+        else:
+            rt.set_status(CaseStatus.completed, "nothing is left to refund on the charge")
         return "nothing_left"
     case.approved_amount = amount
     progress.refund_started = True
@@ -88,6 +92,20 @@ async def send_apology(rt: CaseRuntime, amount: int, step: str) -> None:
         "next_steps_by": iso(workflow.now() + REFUND_ARRIVAL)})
 
 
+async def close_nothing_left(rt: CaseRuntime) -> None:
+    """Refunds made outside the case (e.g. in the Stripe dashboard) left nothing to refund:
+    the case closes and the customer is told why, never an approval of 0."""
+    case = rt.case
+    outside = case.outside_refunded
+    case.close_reason = "nothing is left to refund on the charge" + (
+        f": {rt.money(outside)} was refunded outside this case" if outside else "")
+    rt.set_status(CaseStatus.closed, case.close_reason)
+    charged = case.facts.amount if case.facts is not None else 0
+    await rt.email("nothing_left", "nothing_left", {
+        "amount": charged, "currency": case.currency,
+        "refunded": max(0, charged - case.refundable)})
+
+
 async def _follow(rt: CaseRuntime) -> RefundOutcome:
     """Wait for Stripe's webhook; poll as a bounded fallback."""
     sla = rt.policy.sla.refund_settle_poll
@@ -123,12 +141,17 @@ async def report_failed(rt: CaseRuntime) -> None:
     made = rt.case.refund
     assert made is not None
     reason = made.failure_reason or made.status
+    if rt.paths.every_wait:
+        rt.case.progress.agent_decision = None  # agents retry or close from now on
     rt.set_status(CaseStatus.refund_failed, f"refund {made.refund_id} {made.status} ({reason})",
                   actor="stripe")
-    await rt.email("refund_failed", "refund_failed", {
+    rounds = rt.case.progress.refund_rounds
+    step = "refund_failed" if rounds <= 1 else f"refund_failed-{rounds}"
+    await rt.email("refund_failed", step, {
         "amount": made.amount, "currency": made.currency, "failure_reason": reason})
-    await rt.notify_ops("refund_failed", f"Refund {made.refund_id} {made.status}: {reason}",
-                        "refund_failed")
+    await rt.notify_ops("refund_failed", f"Refund {made.refund_id} {made.status}: {reason}"
+                        + (". An agent retries the refund or closes the case"
+                           if rt.paths.every_wait else ""), step)
 
 
 async def _poll(rt: CaseRuntime) -> None:
@@ -172,7 +195,15 @@ def _created(rt: CaseRuntime, result: RefundResult) -> None:
 
 
 def on_refund_update(rt: CaseRuntime, sig: RefundUpdateSignal) -> None:
-    """Stripe's word on a refund of this charge: ours, or one made outside the case."""
+    """Stripe's word on a refund of this charge: ours (this round's or an earlier failed
+    round's), or one made outside the case."""
+    for i, earlier in enumerate(rt.case.earlier_refunds):
+        if earlier.refund_id == sig.refund_id:
+            if earlier.status not in FINAL_REFUND_STATUSES and sig.status != earlier.status:
+                rt.case.earlier_refunds[i] = earlier.model_copy(update={"status": sig.status})
+                rt.record("refund_status", f"Earlier refund {sig.refund_id} is {sig.status}",
+                          actor="stripe", status=sig.status, source=sig.source)
+            return
     ours = rt.case.refund
     if sig.case_id == rt.case.case_id or (
             sig.case_id is None and ours is not None and ours.refund_id == sig.refund_id):

@@ -25,11 +25,21 @@ with workflow.unsafe.imports_passed_through():
         OpsNotice,
     )
     from activities.stripe_models import STRIPE_PAUSE, STRIPE_STEP_DEADLINE
-    from core.contract import CaseState, CaseStatus, TimelineEntry, search_attributes_of
+    from core.contract import (
+        QUEUE_MEMO,
+        CaseState,
+        CaseStatus,
+        QueueCard,
+        TimelineEntry,
+        console_attribute_updates,
+        queue_card_of,
+        search_attributes_of,
+    )
     from core.money import plain
     from policies.model import Policy
 
     from . import patches
+    from .patches import AgentPaths
 
 T = TypeVar("T")
 
@@ -53,6 +63,8 @@ class CaseRuntime:
         self.case = case
         self._policy: Policy | None = None
         self.may_continue = False  # cases started before continue-as-new never do
+        self.paths = AgentPaths()  # decided first thing in run()
+        self._queue_card: QueueCard | None = None  # the `queue` memo as last written
 
     # --- the policy pinned for the case ---
 
@@ -67,9 +79,11 @@ class CaseRuntime:
 
     # --- the timeline and the status ---
 
-    def record(self, kind: str, message: str, /, *, actor: str = "system", **data: Any) -> None:
-        self.case.timeline.append(TimelineEntry(at=workflow.now(), actor=actor, kind=kind,
-                                                message=message, data=data))
+    def record(self, kind: str, message: str, /, *, actor: str = "system",
+               at: datetime | None = None, **data: Any) -> None:
+        """One timeline entry, at `at` (the intake's receipt time for "received") or now."""
+        self.case.timeline.append(TimelineEntry(at=at or workflow.now(), actor=actor,
+                                                kind=kind, message=message, data=data))
         if len(self.case.timeline) > MAX_TIMELINE:
             self._compact_timeline()
 
@@ -95,21 +109,50 @@ class CaseRuntime:
         if status == self.case.status:
             return
         old, self.case.status = self.case.status, status
-        self.record("status", f"{old} → {status}: {why}", actor=actor,
-                    **{"from": str(old), "to": str(status)})
-        self.keep_search_attributes()
-        self.show_waiting(self.case.waiting_for, self.case.deadline)
+        moved: dict[str, Any] = {"from": str(old), "to": str(status)}
+        self.record("status", f"{old} → {status}: {why}", actor=actor, **moved)
+        if not self.paths.queue_view:
+            self.keep_search_attributes()
+        self.show_waiting(self.case.waiting_for, self.case.deadline)  # writes them, once
 
     def keep_search_attributes(self) -> None:
         """Keep the ops view current; only changed values are written to history (the
-        first write of a run writes them all, as cases always have)."""
+        first write of a run writes them all, as cases always have). With the console's
+        view, `RefundAssignee` and `RefundDeadline` go in the same one upsert, and the
+        `queue` memo is written only when its card changed."""
         current = workflow.info().typed_search_attributes
         first = not self.case.progress.search_attributes_written
         updates = [pair.key.value_set(pair.value) for pair in search_attributes_of(self.case)
                    if first or current.get(pair.key) != pair.value]
+        if self.paths.queue_view:
+            # RefundDeadline is replaced, never unset: the queue selects by RefundStatus,
+            # so a past deadline on a case that left it is never read (and the
+            # time-skipping test server answers an unset Datetime with a value the SDK
+            # cannot decode).
+            updates += [u for u in console_attribute_updates(self.case, current)
+                        if not (u.key.name == "RefundDeadline" and u.value is None)]
         if updates:
             workflow.upsert_search_attributes(updates)
             self.case.progress.search_attributes_written = True
+        if self.paths.queue_view:
+            self.keep_queue_card()
+
+    def keep_queue_card(self) -> None:
+        card = queue_card_of(self.case)
+        if card != self._queue_card:
+            workflow.upsert_memo({QUEUE_MEMO: card})
+            self._queue_card = card
+
+    def keep_assignee(self) -> None:
+        """An assignment on a case of any age (the handler's own history): the one
+        attribute it changes."""
+        if self.paths.queue_view:
+            self.keep_search_attributes()
+            return
+        updates = console_attribute_updates(self.case, workflow.info().typed_search_attributes)
+        assignee = [u for u in updates if u.key.name == "RefundAssignee"]
+        if assignee:
+            workflow.upsert_search_attributes(assignee)
 
     # --- waiting ---
 
@@ -149,6 +192,8 @@ class CaseRuntime:
 
     def show_waiting(self, what: str | None, deadline: datetime | None) -> None:
         self.case.waiting_for, self.case.deadline = what, deadline
+        if self.paths.queue_view:
+            self.keep_search_attributes()  # the queue's deadline and card
         if what is None:
             workflow.set_current_details(f"**{self.case.status}**")
             return
@@ -162,7 +207,7 @@ class CaseRuntime:
         self.case.sla_breaches.append(sla_name)
         self.case.sla_breached = True
         self.record("sla_breached", message, sla=sla_name)
-        self.keep_search_attributes()
+        self.keep_search_attributes()  # with the console's view: the escalated deadline
         await self.notify_ops("sla_breached", message, f"sla_{sla_name}")
 
     # --- email and ops ---

@@ -16,8 +16,10 @@ with workflow.unsafe.imports_passed_through():
         ACTION_REFUSED,
         ActionResult,
         ApproveSignal,
+        AssignSignal,
         CaseResult,
         CaseState,
+        CloseCaseSignal,
         ContinuedCase,
         CustomerReplySignal,
         DenySignal,
@@ -25,14 +27,17 @@ with workflow.unsafe.imports_passed_through():
         EmailEventSignal,
         FeedbackSignal,
         JoinIncidentSignal,
+        NoteSignal,
         RefundRequest,
         RefundUpdateSignal,
         RequestInfoSignal,
+        RetryRefundSignal,
         RetryStripeSignal,
+        SatisfyRequirementSignal,
         WithdrawSignal,
     )
 
-    from . import decide, incident, patches
+    from . import decide, desk, incident, patches
     from .acknowledge import acknowledge
     from .assess import assess_case
     from .follow_up import follow_up, on_feedback
@@ -65,12 +70,15 @@ class RefundCase:
         if continued is None:
             rt.may_continue = workflow.patched(patches.CONTINUE_AS_NEW)
             rt.case.progress.clauses_fit_facts = workflow.patched(patches.TEXT_CLAUSES_FIT_FACTS)
+            rt.paths = patches.AgentPaths.now()
+            received = request.received_at if rt.paths.sla_from_receipt else None
             rt.record("received", f"Refund request {request.request_id} received "
-                                  f"({request.reason.value})", actor="customer")
+                                  f"({request.reason.value})", actor="customer", at=received)
             rt.keep_search_attributes()
             incident.start_reporting(rt, self.incident)   # a billing incident's case
         else:
             rt.may_continue = True
+            rt.paths = patches.AgentPaths.now()
             rt.case.progress.runs += 1
             rt.record("continued", f"Continued in a fresh history (run {rt.case.progress.runs})"
                       f" while waiting for {rt.case.waiting_for}")
@@ -85,6 +93,11 @@ class RefundCase:
                 outcome = await refund(rt, amount)    # 6. refund exactly once
                 if outcome == "refunded" and not await follow_up(rt):  # 7. follow up
                     await report_failed(rt)           # Stripe reversed the refund
+                    outcome = "failed"
+                if outcome == "failed" and rt.paths.every_wait:
+                    # The money did not move: an agent retries (a new round) or closes.
+                    amount = await decide.after_failed_refund(rt)
+                    continue
                 if outcome != "not_made":
                     break
                 # Stripe refused for good and no money moved: look again, an agent decides.
@@ -168,10 +181,54 @@ class RefundCase:
         if self.rt.case.progress.stripe_unreachable_since is None:
             _refuse_if(decide.Refusal("wrong_state", "the case is not waiting for Stripe"))
 
+    @workflow.update
+    def satisfy_requirement_action(self, sig: SatisfyRequirementSignal) -> ActionResult:
+        return decide.satisfy(self.rt, sig)
+
+    @satisfy_requirement_action.validator
+    def _validate_satisfy(self, sig: SatisfyRequirementSignal) -> None:
+        _refuse_if(decide.satisfy_refusal(self.rt, sig))
+
+    @workflow.update
+    def retry_refund_action(self, sig: RetryRefundSignal) -> ActionResult:
+        return decide.retry_refund(self.rt, sig)
+
+    @retry_refund_action.validator
+    def _validate_retry_refund(self, sig: RetryRefundSignal) -> None:
+        _refuse_if(decide.retry_refund_refusal(self.rt, sig))
+
+    @workflow.update
+    def close_action(self, sig: CloseCaseSignal) -> ActionResult:
+        return decide.close(self.rt, sig)
+
+    @close_action.validator
+    def _validate_close(self, sig: CloseCaseSignal) -> None:
+        _refuse_if(decide.close_refusal(self.rt, sig))
+
+    # --- the desk: who holds the case, notes (while the case runs) ---
+
+    @workflow.update
+    def assign_action(self, sig: AssignSignal) -> ActionResult:
+        return desk.assign(self.rt, sig)
+
+    @assign_action.validator
+    def _validate_assign(self, sig: AssignSignal) -> None:
+        _refuse_if(desk.assign_refusal(self.rt, sig))
+
+    @workflow.update
+    def note_action(self, sig: NoteSignal) -> ActionResult:
+        return desk.note(self.rt, sig)
+
+    @note_action.validator
+    def _validate_note(self, sig: NoteSignal) -> None:
+        _refuse_if(desk.note_refusal(self.rt, sig))
+
     # --- the customer, Stripe and SendGrid ---
 
     @workflow.signal
     def customer_reply(self, sig: CustomerReplySignal) -> None:
+        if desk.joined_before(self.rt, sig):
+            return  # a redelivered second request for this charge
         on_reply(self.rt, sig)
 
     @workflow.signal
