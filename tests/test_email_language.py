@@ -44,7 +44,7 @@ def workflow_context(locale: str) -> dict[str, Any]:
                          for a in POLICY.alternatives_for(clause.id)],
         "acquirer_reference": ACQUIRER_REFERENCE, "feedback_hint": FEEDBACK_HINT[locale],
         "root_cause": POLICY.root_cause_text("duplicate_charge", locale),
-        "failure_reason": "expired_or_canceled_card",
+        "failure_reason": "expired_or_canceled_card", "refunded": 1900,
     }
 
 

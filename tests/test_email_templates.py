@@ -55,7 +55,7 @@ def sample_context(**overrides: Any) -> dict[str, Any]:
 
 def test_template_names_match_the_renderer():
     assert set(TEMPLATE_NAMES) == set(REQUIRED_CONTEXT)
-    assert len(TEMPLATE_NAMES) == 11
+    assert len(TEMPLATE_NAMES) == 12  # with dispute_opened and nothing_left
 
 
 @pytest.mark.parametrize("locale", LOCALES)
