@@ -5,9 +5,11 @@ search attributes, how a refusal travels) so that none of its users has to."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -32,8 +34,11 @@ from core.contract import (
     ActionResult,
     CaseResult,
     CaseState,
+    ContinuedCase,
+    CustomerReplySignal,
     Query,
     RefundRequest,
+    Reopening,
     Signal,
     Update,
     case_id_for,
@@ -42,6 +47,18 @@ from core.contract import (
 from core.customer_ref import customer_attribute
 
 OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
+FOLLOWS = "follows"  # memo key: the closed case a follow-up case continues
+REOPENED = "reopened"  # memo key of a reopened run: {"closed_as", "closed_at"}
+MAX_FOLLOW_UP_DOCUMENTS = 20  # RefundRequest.documents' bound
+
+
+@dataclass(frozen=True)
+class ReplyTaken:
+    """Where a customer's reply went: the open case, the closed case reopened (a new run
+    of the same id), or a new case linked to the closed one (past the reopen window)."""
+
+    case_id: str
+    how: Literal["delivered", "reopened", "follow_up_opened"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,8 @@ class CaseClient:
         return self.client.get_workflow_handle(case_id)
 
     async def start(self, request: RefundRequest, *, opened_by: str | None = None,
-                    priority: Priority | None = None) -> Started:
+                    priority: Priority | None = None,
+                    memo: dict[str, Any] | None = None) -> Started:
         """Start the case; nothing is started when this request id was seen before, even
         once its case closed (a new run would email and assess the customer again).
         `priority`: a billing incident's cases go after ordinary ones."""
@@ -117,7 +135,8 @@ class CaseClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(attributes),
-                memo={OPENED_BY: opened_by} if opened_by else None,
+                memo={**(memo or {}), **({OPENED_BY: opened_by} if opened_by else {})}
+                or None,
                 priority=priority or Priority.default,
                 rpc_timeout=self.rpc_timeout,
             )
@@ -192,6 +211,64 @@ class CaseClient:
                 raise
             await self._raise_missing_or_closed(case_id)
             raise
+
+    async def reply(self, case_id: str, reply: CustomerReplySignal, *,
+                    reopen_window: Callable[[CaseState], timedelta]) -> ReplyTaken:
+        """The customer's reply reaches a case whatever happened to it: the open case
+        takes it; a case that completed less than `reopen_window(state)` ago is reopened
+        with it; later (or a case ended otherwise, e.g. terminated), a new case linked to
+        it opens. CaseNotFound when there is no such case; transport errors are raised
+        (the caller answers so that the sender retries)."""
+        try:
+            await self.signal(case_id, Signal.customer_reply, reply)
+            return ReplyTaken(case_id, "delivered")
+        except CaseIsClosed:
+            pass
+        desc = await self.handle(case_id).describe(rpc_timeout=self.rpc_timeout)
+        state = await self.state(case_id)
+        closed_at = desc.close_time
+        completed = desc.status == WorkflowExecutionStatus.COMPLETED
+        if completed and (closed_at is None
+                          or datetime.now(UTC) - closed_at <= reopen_window(state)):
+            await self.reopen(state, reply, closed_at)
+            return ReplyTaken(case_id, "reopened")
+        # Past the window, or a case that ended otherwise (terminated): a new linked case.
+        started = await self.open_follow_up(state, reply)
+        return ReplyTaken(started.case_id, "follow_up_opened")
+
+    async def reopen(self, state: CaseState, reply: CustomerReplySignal,
+                     closed_at: datetime | None) -> None:
+        """A new run of the closed case (same id) carrying its state; the reply arrives as
+        the start's signal. Signal-with-start: when another reply reopened it first, this
+        one is only signalled to the running case."""
+        reopening = Reopening(closed_status=state.status, closed_at=closed_at)
+        attributes = search_attributes_of(state)
+        if self.customer_ref_key:
+            attributes.append(customer_attribute(state.request.customer_email,
+                                                 self.customer_ref_key))
+        await self.client.start_workflow(
+            WORKFLOW_TYPE, ContinuedCase(state=state, reopen=reopening), id=state.case_id,
+            task_queue=self.task_queue, result_type=CaseResult,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal=Signal.customer_reply, start_signal_args=[reply],
+            search_attributes=TypedSearchAttributes(attributes),
+            memo={REOPENED: reopening.model_dump(mode="json")},
+            rpc_timeout=self.rpc_timeout)
+
+    async def open_follow_up(self, state: CaseState, reply: CustomerReplySignal) -> Started:
+        """A new case for the same purchase that follows the closed one (RefundRequest
+        .follows, memo `follows`): the reply is its message, its files its documents.
+        Its id is derived from the reply, so a redelivered mail opens it once."""
+        old = state.request
+        digest = hashlib.sha256("\n".join([reply.text, *reply.attachments]).encode()
+                                ).hexdigest()[:10]
+        request = old.model_copy(update={
+            "request_id": f"{old.request_id[:110]}.r{state.progress.reopened + 1}-{digest}",
+            "message": reply.text[:10_000],
+            "documents": reply.attachments[:MAX_FOLLOW_UP_DOCUMENTS],
+            "follows": state.case_id, "incident": None})
+        return await self.start(RefundRequest.model_validate(request.model_dump()),
+                                memo={FOLLOWS: state.case_id})
 
     async def _raise_missing_or_closed(self, case_id: str) -> None:
         try:

@@ -106,6 +106,7 @@ __all__ = [
     "RefundStatusName",
     "RefundUpdateSignal",
     "RefusalCode",
+    "Reopening",
     "RequestInfoSignal",
     "RetryRefundSignal",
     "RetryStripeSignal",
@@ -258,6 +259,10 @@ class CaseProgress(BaseModel):
         None, description="a billing incident that covers this open case's charge")
     incident_reported: CaseStatus | None = Field(
         None, description="the last status told to the billing incident")
+    # Replies (issue 11): no question twice; replies after closing reopen the case.
+    questions_asked: list[str] = Field(
+        default_factory=list, description="every question emailed so far (never twice)")
+    reopened: int = Field(0, description="times a reply after closing reopened the case")
 
 
 class CaseState(BaseModel):
@@ -285,6 +290,9 @@ class CaseState(BaseModel):
     )
     dispute: DisputeOpenedSignal | None = None
     assignee: str | None = Field(None, description="The agent holding the case (console).")
+    requirements_answered: dict[str, str] = Field(
+        default_factory=dict, description="Document kind -> what in the customer's words or "
+                                          "files answered it (policy replies.answers).")
     root_cause: str | None = None
     feedback: FeedbackSignal | None = None
     sla_breached: bool = False
@@ -331,12 +339,23 @@ class CaseResult(BaseModel):
     refund_id: str | None = None
 
 
+class Reopening(BaseModel):
+    """Why a closed case runs again: the customer replied within the policy's reopen
+    window (the reply itself arrives as the `customer_reply` signal of the same start)."""
+
+    closed_status: CaseStatus
+    closed_at: datetime | None = None
+
+
 class ContinuedCase(BaseModel):
     """What a case carries into its next run when it continues as new: its whole state
-    and the policy it pinned (the policy file may have changed since)."""
+    and the policy it pinned (the policy file may have changed since). A case reopened
+    by a reply after closing (`reopen`) carries no policy: the run resolves the one its
+    state pinned (version and hash) from the worker's policies."""
 
     state: CaseState
-    policy: Policy
+    policy: Policy | None = None
+    reopen: Reopening | None = None
 
 
 def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:

@@ -153,6 +153,10 @@ class RefundRequest(Strict):
     documents: list[str] = Field(default_factory=list, max_length=20)
     incident: IncidentLink | None = Field(
         None, description="Set only on the cases a billing incident opens.")
+    follows: str | None = Field(
+        None, pattern=rf"^refund-{REQUEST_ID_PATTERN}$",
+        description="A closed case this one continues: the customer replied to it after "
+                    "its reopen window.")
 
     @field_validator("customer_email")
     @classmethod
@@ -209,6 +213,9 @@ class CustomerReplySignal(Strict):
     from_email: str | None = None
     attachments: list[str] = Field(default_factory=list)
     channel: Literal["email", "api", "cli"] = "api"
+    attachment_types: dict[str, str] = Field(
+        default_factory=dict, description="Content type of each attachment by name, as the "
+                                          "sender's mail claims it (image/png...).")
 
 
 RefundStatusName = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]

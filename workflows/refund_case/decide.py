@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.facts import PolicyDecision
 
     from . import patches
-    from .gather_info import ask
+    from .gather_info import ask, asked_before, last_reply_excerpt
     from .incident import apology_context
     from .policy import evaluate_case
     from .runtime import CaseRuntime, iso
@@ -42,19 +42,25 @@ class Refusal:
     reason: str
 
 
-async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
+async def decide(rt: CaseRuntime, *, resumed: bool = False, review: str | None = None
+                 ) -> int | None:
     """Until the case is approved (the amount) or closed (None). `resumed`: a continued
-    run picks up the wait for people (an agent, or the customer's reply) it left."""
+    run picks up the wait for people (an agent, or the customer's reply) it left.
+    `review`: a reopened case goes to agents first, with why."""
     case = rt.case
     undeliverable = False
     action: AgentDecision | None = None
-    if resumed and case.status == CaseStatus.awaiting_agent and case.decision is not None:
+    if review is not None:
+        last = case.decision if case.decision is not None else evaluate_case(rt)
+        action = await _await_agents(rt, last, why=review)
+    elif resumed and case.status == CaseStatus.awaiting_agent and case.decision is not None:
         action = await _await_agents(rt, case.decision, resumed=True)
     elif resumed and case.status == CaseStatus.awaiting_info:
         asked = await ask(rt, case.questions, "", resumed=True)
         if asked == "abandoned":
             return None
         undeliverable = asked == "undeliverable"
+    unanswered: str | None = None  # why an agent reads the reply instead of a 2nd question
     while True:
         if action is None:
             decision = evaluate_case(rt)
@@ -74,14 +80,20 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
             elif decision.outcome == "deny" and by_policy:
                 await send_denial(rt, Denial(by="policy", clause_id=decision.clause_ids[0]))
                 return None
+            elif decision.outcome == "need_info" and by_policy and asked_before(
+                    rt, decision.questions):
+                unanswered = ("the customer's reply does not answer what we asked "
+                              f"({', '.join(decision.clause_ids)}): {last_reply_excerpt(rt)}; "
+                              "an agent decides")
             elif decision.outcome == "need_info" and by_policy:
                 asked = await ask(rt, decision.questions, "policy")
                 if asked == "abandoned":
                     return None
                 undeliverable = asked == "undeliverable"
                 continue
-            action = await _await_agents(rt, decision, undeliverable=undeliverable)
-            undeliverable = False
+            action = await _await_agents(rt, decision, undeliverable=undeliverable,
+                                         why=unanswered)
+            undeliverable, unanswered = False, None
         if action.kind == "approve":
             await send_approval(rt, action.amount)
             return action.amount
@@ -121,7 +133,8 @@ async def send_denial(rt: CaseRuntime, denial: Denial) -> None:
 
 
 async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
-                        undeliverable: bool = False, resumed: bool = False) -> AgentDecision:
+                        undeliverable: bool = False, resumed: bool = False,
+                        why: str | None = None) -> AgentDecision:
     """Wait for an agent's decision, escalating once past the SLA. `resumed`: a continued
     run keeps the approvals so far and the deadline of the wait it left."""
     case = rt.case
@@ -132,7 +145,7 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
         timeout = max(case.deadline - workflow.now(), timedelta(seconds=1)) \
             if first_wait and case.deadline else None
     else:
-        await _hand_to_agents(rt, decision, undeliverable)
+        await _hand_to_agents(rt, decision, undeliverable, why)
 
     def decided() -> bool:
         return case.progress.agent_decision is not None
@@ -146,8 +159,8 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
     return case.progress.agent_decision
 
 
-async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverable: bool
-                          ) -> None:
+async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverable: bool,
+                          reply_why: str | None = None) -> None:
     """A new round for agents, with why the policy does not decide alone."""
     case = rt.case
     case.progress.agent_decision = None
@@ -167,6 +180,8 @@ async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverab
                "decides or reaches the customer another way")
         await rt.notify_ops("info_undeliverable", why,
                             f"undeliverable_{case.progress.info_rounds}")
+    if reply_why is not None:  # the customer's reply, for an agent to read
+        why = reply_why
     rt.set_status(CaseStatus.awaiting_agent, why, actor="policy")
 
 

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.model import Policy
 
     from . import patches
+    from .gather_info import count_answers
     from .runtime import CaseRuntime
 
 
@@ -45,8 +46,10 @@ def evaluate_case(rt: CaseRuntime) -> PolicyDecision:
     case = rt.case
     assert case.facts is not None and case.assessment is not None
     now = workflow.now()
+    count_answers(rt)
     facts = policy_facts(case.request, case.facts, case.assessment, documents=case.documents,
-                         now=now, external_refunded=case.outside_refunded)
+                         now=now, external_refunded=case.outside_refunded,
+                         requirements_met=list(case.requirements_answered))
     decision = evaluate(facts, rt.policy, now)
     case.decision = decision
     case.approvers_required = decision.approvers_required

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from .gather_info import on_email_event, on_reply
     from .policy import load_policy
     from .refund import on_refund_update, refund, report_failed
+    from .reopen import announce_follow_up, pinned_policy, reopen
     from .runtime import CaseClosed, CaseRuntime, ContinueAsNewNow
     from .special import close_if_disputed, on_dispute, on_withdraw
 
@@ -51,7 +52,9 @@ class RefundCase:
     def __init__(self, start: RefundRequest | ContinuedCase) -> None:
         if isinstance(start, ContinuedCase):  # the same case, with its pinned policy
             self.rt = CaseRuntime(start.state)
-            self.rt.pin_policy(start.policy)
+            self.rt.pin_policy(start.policy if start.policy is not None
+                               else pinned_policy(start.state))
+            self.replies_at_start = start.state.progress.replies_received
         else:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
@@ -62,7 +65,12 @@ class RefundCase:
         rt = self.rt
         request = rt.case.request
         continued = start if isinstance(start, ContinuedCase) else None
-        if continued is None:
+        reopening = continued.reopen if continued is not None else None
+        review: str | None = None  # a reopened case: why an agent reads the reply
+        if reopening is not None:  # a reply after closing: a new run (reopen.py)
+            rt.may_continue = True
+            incident.start_reporting(rt, self.incident)
+        elif continued is None:
             rt.may_continue = workflow.patched(patches.CONTINUE_AS_NEW)
             rt.record("received", f"Refund request {request.request_id} received "
                                   f"({request.reason.value})", actor="customer")
@@ -78,8 +86,14 @@ class RefundCase:
             if continued is None:
                 await load_policy(rt)                 # 3. the policy in force, pinned
                 await acknowledge(rt)                 # 1. acknowledge within the SLA
+                if request.follows and workflow.patched(patches.REPLY_REOPENS):
+                    await announce_follow_up(rt)      # it continues a closed case
                 await assess_case(rt)                 # 2. assess validity and risk
-            amount = await decide.decide(rt, resumed=continued is not None)  # 3-5
+            elif reopening is not None and workflow.patched(patches.REPLY_REOPENS):
+                review = await reopen(rt, reopening, self.replies_at_start)
+                await assess_case(rt)                 # 2. the facts as they are now
+            amount = await decide.decide(rt, resumed=continued is not None
+                                         and reopening is None, review=review)  # 3-5
             while amount is not None:
                 outcome = await refund(rt, amount)    # 6. refund exactly once
                 if outcome == "refunded" and not await follow_up(rt):  # 7. follow up
