@@ -213,7 +213,8 @@ class CaseClient:
             raise
 
     async def reply(self, case_id: str, reply: CustomerReplySignal, *,
-                    reopen_window: Callable[[CaseState], timedelta]) -> ReplyTaken:
+                    reopen_window: Callable[[CaseState], timedelta],
+                    now: datetime | None = None) -> ReplyTaken:
         """The customer's reply reaches a case whatever happened to it: the open case
         takes it; a case that completed less than `reopen_window(state)` ago is reopened
         with it; later (or a case ended otherwise, e.g. terminated), a new case linked to
@@ -229,7 +230,7 @@ class CaseClient:
         closed_at = desc.close_time
         completed = desc.status == WorkflowExecutionStatus.COMPLETED
         if completed and (closed_at is None
-                          or datetime.now(UTC) - closed_at <= reopen_window(state)):
+                          or (now or datetime.now(UTC)) - closed_at <= reopen_window(state)):
             await self.reopen(state, reply, closed_at)
             return ReplyTaken(case_id, "reopened")
         # Past the window, or a case that ended otherwise (terminated): a new linked case.

@@ -58,6 +58,7 @@ class RefundCase:
         else:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
+            self.replies_at_start = 0
         self.incident = incident.IncidentReporter(self.rt)
 
     @workflow.run
