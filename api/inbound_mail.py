@@ -69,6 +69,11 @@ class InboundMail(BaseModel):
     def attachment_names(self) -> list[str]:
         return [a.name for a in self.attachments]
 
+    @property
+    def attachment_types(self) -> dict[str, str]:
+        """Each attachment's content type by name (what the case weighs as evidence)."""
+        return {a.name: a.content_type for a in self.attachments}
+
     def reply(self) -> str:
         """The new part of the reply (see `extract_reply`)."""
         return extract_reply(self.text)

@@ -202,7 +202,8 @@ async def sendgrid_inbound(request: Request, settings: AppSettings) -> JSONRespo
     if mail.sender is None or mail.sender not in customers:
         return _unplaced(request, "sender_mismatch", case_id=case_id, sender=mail.sender)
     reply = CustomerReplySignal(text=mail.reply()[:MAX_REPLY_CHARS], from_email=mail.sender,
-                                attachments=mail.attachment_names, channel="email")
+                                attachments=mail.attachment_names, channel="email",
+                                attachment_types=mail.attachment_types)
     if not await signal_case(client, case_id, Signal.customer_reply, reply):
         return _unplaced(request, "case_closed", case_id=case_id)
     annotate(request, outcome="delivered")

@@ -272,6 +272,9 @@ class CaseProgress(BaseModel):
     joined_requests: list[str] = Field(
         default_factory=list, description="request ids of later requests for this charge "
                                           "joined as replies (a redelivery is taken once)")
+    # Replies (issue 11): no question twice.
+    questions_asked: list[str] = Field(
+        default_factory=list, description="every question emailed so far (never twice)")
 
 
 class CaseState(BaseModel):
@@ -304,6 +307,9 @@ class CaseState(BaseModel):
     close_reason: str | None = Field(None, description="Why the case was closed (closed).")
     earlier_refunds: list[RefundResult] = Field(
         default_factory=list, description="Failed refunds of earlier rounds (retried).")
+    requirements_answered: dict[str, str] = Field(
+        default_factory=dict, description="Document kind -> what in the customer's words or "
+                                          "files answered it (policy replies.answers).")
     root_cause: str | None = None
     feedback: FeedbackSignal | None = None
     sla_breached: bool = False

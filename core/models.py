@@ -249,6 +249,9 @@ class CustomerReplySignal(Strict):
     request_id: str | None = Field(
         None, description="A second request for the charge of an open case, joined to it "
                           "as a reply (its request id: a redelivery is taken once).")
+    attachment_types: dict[str, str] = Field(
+        default_factory=dict, description="Content type of each attachment by name, as the "
+                                          "sender's mail claims it (image/png...).")
 
 
 RefundStatusName = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]

@@ -15,8 +15,8 @@ from policies.facts import PolicyFacts
 
 
 def policy_facts(request: RefundRequest, facts: StripeFacts, assessment: Assessment, *,
-                 documents: list[str], now: datetime, external_refunded: int = 0
-                 ) -> PolicyFacts:
+                 documents: list[str], now: datetime, external_refunded: int = 0,
+                 requirements_met: list[str] | None = None) -> PolicyFacts:
     """The policy's view of the case. A charge not found still yields facts (zero amount,
     the request's currency) so the policy can route it to an agent by its finding."""
     currency = facts.currency or request.currency or "usd"
@@ -39,6 +39,7 @@ def policy_facts(request: RefundRequest, facts: StripeFacts, assessment: Assessm
         risk_reasons=assessment.risk_reasons,
         documents=list(documents),
         findings=list(assessment.findings),
+        requirements_met=list(requirements_met or []),
     )
 
 
@@ -56,6 +57,9 @@ def last_evaluation(case: CaseState) -> tuple[PolicyFacts, datetime] | None:
     for entry in case.timeline:
         if entry.kind == "customer_replied" and entry.at <= at:
             documents += [str(name) for name in entry.data.get("attachments", [])]
+    met = [str(entry.data.get("requirement")) for entry in case.timeline
+           if entry.kind == "requirement_answered" and entry.at <= at]
     facts = policy_facts(case.request, case.facts, case.assessment, documents=documents,
-                         now=at, external_refunded=case.outside_refunded)
+                         now=at, external_refunded=case.outside_refunded,
+                         requirements_met=met)
     return facts, at

@@ -112,6 +112,14 @@ def summary(policy: Policy) -> str:
     lines.append("  alternatives on denial: " + (", ".join(a.id for a in policy.alternatives)
                                                  or "none"))
     lines.append("  sla: " + ", ".join(f"{k} {_duration(v)}" for k, v in policy.sla))
+    rules = policy.reply_rules
+    answers = "; ".join(
+        f"{kind} by " + " or ".join(filter(None, [
+            f"{len(a.patterns)} text pattern(s)" if a.patterns else "",
+            "files of type " + " ".join(a.attachment_types) if a.attachment_types else "",
+            f"a statement of {a.statement_min_words}+ words" if a.statement_min_words else ""]))
+        for kind, a in rules.answers.items()) or "file names only"
+    lines.append(f"  replies: answers: {answers}")
     return "\n".join(lines)
 
 

@@ -225,8 +225,8 @@ def _apply_rule(facts: PolicyFacts, policy: Policy, rule: ReasonRule, now: datet
             return _Draft("agent_review", [rule.clause],
                           "it is unknown whether the product was used", amount=_cap(facts))
         return _Draft("deny", [rule.clause], "the product was used in this billing period")
-    missing = [k for k in rule.documents
-               if not policy.documents[k].satisfied_by(k, facts.documents)]
+    missing = [k for k in rule.documents if k not in facts.requirements_met
+               and not policy.documents[k].satisfied_by(k, facts.documents)]
     if missing:
         docs = [policy.documents[k] for k in missing]
         return _Draft("need_info", [d.clause for d in docs],

@@ -43,6 +43,9 @@ class PolicyFacts(BaseModel):
         "amount_exceeds_refundable, currency_mismatch.",
     )
     terms_violation: bool = False
+    requirements_met: list[str] = Field(
+        default_factory=list, description="Document kinds met otherwise than by a file "
+                                          "named for them (e.g. answered in a reply).")
 
     @property
     def refundable(self) -> int:

@@ -35,8 +35,14 @@ class UnknownPolicy(RuntimeError):
     """No policy with this hash here: its file is not beside the policy in force."""
 
 
+# Sections added to the policy model later: absent, they are left out of the hash, so a
+# policy written before them keeps the hash the cases pinned to it hold.
+_LATER_SECTIONS = ("replies",)
+
+
 def fingerprint(policy: Policy) -> str:
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+    absent = {name for name in _LATER_SECTIONS if getattr(policy, name) is None}
+    return hashlib.sha256(policy.model_dump_json(exclude=absent).encode()).hexdigest()
 
 
 def register(policy: Policy) -> PolicyRef:

@@ -171,6 +171,50 @@ class DocumentRequirement(_AddedLater):
         return any(w.search(d.lower()) for d in documents for w in words)
 
 
+# Content types a reply's file may claim: `image/png`, or a whole family `image/*`.
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)$")
+
+
+class AnswerRule(Strict):
+    """What in a customer's words or files answers one document question, besides a file
+    named for the kind: a pattern in the text (a ticket number), a file of any name whose
+    content type is listed (a screenshot called `スクリーンショット.png` is `image/png`),
+    or a written statement of at least `statement_min_words` words."""
+
+    patterns: list[str] = Field(default_factory=list, description="Regular expressions "
+                                "searched in the text (full-width digits read as digits).")
+    attachment_types: list[str] = Field(default_factory=list,
+                                        description="Content types; `image/*` for a family.")
+    statement_min_words: int | None = Field(None, ge=1, le=500)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for i, pattern in enumerate(v):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"pattern {i} ({pattern!r}) is not a regular expression: "
+                                 f"{e}") from None
+        return v
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        out = [t.strip().lower() for t in v]
+        bad = [t for t in out if not _MEDIA_TYPE.match(t)]
+        if bad:
+            raise ValueError(f"not content types (type/subtype or type/*): {', '.join(bad)}")
+        return out
+
+
+class ReplyRules(Strict):
+    """How the customer's replies count: what answers each document question."""
+
+    answers: dict[str, AnswerRule] = Field(default_factory=dict,
+                                           description="Document kind -> what answers it.")
+
+
 class Exclusions(Strict):
     """Requests never refunded under the policy (clause ids)."""
 
@@ -261,6 +305,8 @@ class Policy(_AddedLater):
     sla: Sla
     locales: list[Locale] = Field(default_factory=lambda: ["en"])  # type: ignore[arg-type]  # pydantic types the factory by the field's Literal
     root_causes: dict[str, dict[Locale, str]] = Field(default_factory=dict)
+    # Absent in policies written before it (their content hash stays what cases pinned).
+    replies: ReplyRules | None = None
 
     @field_validator("currencies")
     @classmethod
@@ -304,6 +350,10 @@ class Policy(_AddedLater):
             for currency in getattr(limits, field):
                 if currency not in self.currencies:
                     yield f"approval.{field}.{currency}: currency is not in currencies"
+        for kind in (self.replies.answers if self.replies else {}):
+            if kind not in self.documents:
+                yield (f"replies.answers.{kind}: document kind {kind!r} is not defined in "
+                       "documents")
         ids = [a.id for a in self.alternatives]
         for a in self.alternatives:
             if ids.count(a.id) > 1:
@@ -396,6 +446,11 @@ class Policy(_AddedLater):
 
     def auto_approve_limit(self, currency: str) -> int | None:
         return self.approval.auto_approve_limit.get(currency.lower())
+
+    @property
+    def reply_rules(self) -> ReplyRules:
+        """The policy's reply rules; the defaults for a policy without the section."""
+        return self.replies or ReplyRules()
 
     def approvers_required(self, amount: int, currency: str) -> int:
         """2 from the currency's two-approver threshold (and for a currency the policy

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.facts import PolicyDecision
 
     from . import patches
-    from .gather_info import AskOutcome, ask
+    from .gather_info import AskOutcome, ask, asked_before, last_reply_excerpt
     from .policy import evaluate_case, facts_now
     from .refund import REFUND_ARRIVAL, close_nothing_left, send_apology
     from .runtime import CaseRuntime, iso
@@ -65,6 +65,7 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
             return None
         action = _agents_move(rt) if asked == "agent" else None
         undeliverable = asked == "undeliverable"
+    unanswered: str | None = None  # why an agent reads the reply instead of a 2nd question
     while True:
         if action is None:
             decision = evaluate_case(rt)
@@ -83,6 +84,11 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
             elif decision.outcome == "deny" and by_policy:
                 await send_denial(rt, Denial(by="policy", clause_id=decision.clause_ids[0]))
                 return None
+            elif decision.outcome == "need_info" and by_policy and asked_before(
+                    rt, decision.questions):
+                unanswered = ("the customer's reply does not answer what we asked "
+                              f"({', '.join(decision.clause_ids)}): {last_reply_excerpt(rt)}; "
+                              "an agent decides")
             elif decision.outcome == "need_info" and by_policy:
                 asked = await _ask(rt, decision.questions, "policy")
                 if asked == "abandoned":
@@ -90,8 +96,9 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
                 action = _agents_move(rt) if asked == "agent" else None
                 undeliverable = asked == "undeliverable"
                 continue
-            action = await _await_agents(rt, decision, undeliverable=undeliverable)
-            undeliverable = False
+            action = await _await_agents(rt, decision, undeliverable=undeliverable,
+                                         why=unanswered)
+            undeliverable, unanswered = False, None
             if action is None:
                 action = _agents_move(rt)  # a requirement met: the policy decides again
                 continue
@@ -206,8 +213,8 @@ async def send_denial(rt: CaseRuntime, denial: Denial) -> None:
 
 
 async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
-                        undeliverable: bool = False, resumed: bool = False
-                        ) -> AgentDecision | None:
+                        undeliverable: bool = False, resumed: bool = False,
+                        why: str | None = None) -> AgentDecision | None:
     """Wait for an agent's decision, escalating once past the SLA; None when an agent
     marked a requirement met instead. `resumed`: a continued run keeps the approvals so
     far and the deadline of the wait it left."""
@@ -219,7 +226,7 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
         timeout = max(case.deadline - workflow.now(), timedelta(seconds=1)) \
             if first_wait and case.deadline else None
     else:
-        await _hand_to_agents(rt, decision, undeliverable)
+        await _hand_to_agents(rt, decision, undeliverable, why)
 
     def decided() -> bool:
         return case.progress.agent_decision is not None or case.progress.reevaluate
@@ -232,8 +239,8 @@ async def _await_agents(rt: CaseRuntime, decision: PolicyDecision, *,
     return case.progress.agent_decision
 
 
-async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverable: bool
-                          ) -> None:
+async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverable: bool,
+                          reply_why: str | None = None) -> None:
     """A new round for agents, with why the policy does not decide alone."""
     case = rt.case
     case.progress.agent_decision = None
@@ -254,6 +261,8 @@ async def _hand_to_agents(rt: CaseRuntime, decision: PolicyDecision, undeliverab
                "decides or reaches the customer another way")
         await rt.notify_ops("info_undeliverable", why,
                             f"undeliverable_{case.progress.info_rounds}")
+    if reply_why is not None:  # the customer's reply, for an agent to read
+        why = reply_why
     rt.set_status(CaseStatus.awaiting_agent, why, actor="policy")
 
 

@@ -60,9 +60,21 @@ def record_feedback(rt: CaseRuntime, sig: FeedbackSignal, channel: str) -> None:
               rating=sig.rating, channel=channel)
 
 
-def rating_in(text: str) -> int | None:
+# Full-width forms typed by Japanese and Korean keyboards ("５", "３／５", "Rating：4").
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９：／＝", "0123456789:/=")
+
+
+def has_full_width(text: str) -> bool:
+    return text != text.translate(_FULL_WIDTH)
+
+
+def rating_in(text: str, *, full_width: bool = False) -> int | None:
     """A 1-5 rating at the start of a reply ("4", "5 - quick", "Rating: 3/5"), else None.
-    Only the first line counts: quoted history and signatures hold other digits."""
+    Only the first line counts: quoted history and signatures hold other digits.
+    `full_width`: full-width digits count too ("５"); cases started before did not read
+    them (patch replies-full-width-rating)."""
+    if full_width:
+        text = text.translate(_FULL_WIDTH)
     first = text.strip().splitlines()[0] if text.strip() else ""
     m = re.match(r"^\s*(?:rating\s*[:=]?\s*)?([1-5])(?:\s*/\s*5)?(?![0-9])", first,
                  re.IGNORECASE)

@@ -17,9 +17,10 @@ with workflow.unsafe.imports_passed_through():
         EmailEventSignal,
         FeedbackSignal,
     )
+    from policies.answers import Said, answered
 
     from . import patches
-    from .follow_up import rating_in, record_feedback
+    from .follow_up import has_full_width, rating_in, record_feedback
     from .runtime import CaseRuntime, iso
 
 # "agent": an agent acted while the customer was asked (patch agents-lifecycle).
@@ -44,6 +45,7 @@ async def ask(rt: CaseRuntime, questions: list[str], asked_by: str, *,
         progress.info_reminded = False
         progress.info_reply_by = workflow.now() + sla.info_timeout
         case.questions = list(questions)
+        progress.questions_asked += [q for q in questions if q not in progress.questions_asked]
         rt.set_status(CaseStatus.awaiting_info, f"{len(questions)} question(s) for the "
                       "customer", actor=asked_by)
         progress.replies_at_ask = progress.replies_received  # a quick reply must count
@@ -127,10 +129,56 @@ def on_reply(rt: CaseRuntime, sig: CustomerReplySignal) -> None:
         line += f" (no question was open: the case is {case.status})"
     rt.record("customer_replied", line, actor="customer", attachments=new)
     rating = rating_in(sig.text)
+    if (rating is None and has_full_width(sig.text) and case.status == CaseStatus.refunded
+            and case.feedback is None and workflow.patched(patches.FULL_WIDTH_RATING)):
+        rating = rating_in(sig.text, full_width=True)
     if (case.status == CaseStatus.refunded and case.feedback is None
             and rating is not None and workflow.patched(patches.FEEDBACK_BY_EMAIL)):
         # The follow-up email asks for a 1-5 rating by reply.
         record_feedback(rt, FeedbackSignal(rating=rating, comment=sig.text[:5_000]), "email")
+
+
+def asked_before(rt: CaseRuntime, questions: list[str]) -> bool:
+    """Every one of `questions` was emailed already and the customer has replied since:
+    asking again would send the same question twice, so an agent reads the reply instead
+    (cases started before asked again: patch replies-answers-count)."""
+    progress = rt.case.progress
+    return (bool(questions) and all(q in progress.questions_asked for q in questions)
+            and progress.replies_received > 0 and workflow.patched(patches.REPLY_ANSWERS))
+
+
+def last_reply_excerpt(rt: CaseRuntime, limit: int = 300) -> str:
+    """The customer's latest reply as an agent first sees it: its text, its files."""
+    if not rt.case.replies:
+        return "(no reply kept)"
+    reply = rt.case.replies[-1]
+    text = " ".join(reply.text.split())
+    shown = f"“{text[:limit]}{'…' if len(text) > limit else ''}”" if text else "(no text)"
+    if reply.attachments:
+        shown += " with " + ", ".join(reply.attachments[:5])
+    return shown
+
+
+def count_answers(rt: CaseRuntime) -> None:
+    """Before the policy decides: the document questions the customer's words or files
+    answer (the policy's `replies.answers`: "My support ticket number is 4411.", a
+    screenshot of any name), recorded once each. Cases started before count file names
+    only (patch replies-answers-count)."""
+    case, policy = rt.case, rt.policy
+    rule = policy.reasons.get(case.request.reason)
+    if rule is None or not policy.reply_rules.answers:
+        return
+    open_kinds = [k for k in rule.documents if k not in case.requirements_answered
+                  and not policy.documents[k].satisfied_by(k, case.documents)]
+    if not open_kinds or not workflow.patched(patches.REPLY_ANSWERS):
+        return
+    said = [Said(case.request.message, {name: None for name in case.request.documents})]
+    said += [Said(r.text, {name: r.attachment_types.get(name) for name in r.attachments})
+             for r in case.replies]
+    for kind, how in answered(policy, open_kinds, said).items():
+        case.requirements_answered[kind] = how
+        rt.record("requirement_answered", f"{kind} is answered: {how}", actor="customer",
+                  requirement=kind)
 
 
 def on_email_event(rt: CaseRuntime, sig: EmailEventSignal) -> None:

@@ -48,3 +48,7 @@ class AgentPaths:
         """Asked once, first thing in a run, so a case keeps one behaviour per run."""
         on = workflow.patched(AGENTS_LIFECYCLE)
         return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on)
+# Replies (issue 11): answers in words, full-width ratings.
+REPLY_ANSWERS = "replies-answers-count"  # a reply's text / file types meet requirements;
+#                                           an unanswered question goes to an agent, never twice
+FULL_WIDTH_RATING = "replies-full-width-rating"  # "５" in a reply is the rating 5

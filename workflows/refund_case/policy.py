@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.model import Policy
 
     from . import patches
+    from .gather_info import count_answers
     from .runtime import CaseRuntime
 
 
@@ -54,10 +55,12 @@ def evaluate_case(rt: CaseRuntime) -> PolicyDecision:
     case = rt.case
     assert case.facts is not None and case.assessment is not None
     now = workflow.now()
+    count_answers(rt)
     # A requirement an agent marked met counts as its document kind supplied.
     documents = case.documents + list(case.requirements_met)
     facts = policy_facts(case.request, case.facts, case.assessment, documents=documents,
-                         now=now, external_refunded=case.outside_refunded)
+                         now=now, external_refunded=case.outside_refunded,
+                         requirements_met=list(case.requirements_answered))
     decision = evaluate(facts, rt.policy, now)
     case.decision = decision
     case.approvers_required = decision.approvers_required
