@@ -18,10 +18,19 @@ from core import binaries, search_attributes
 from core.codec import codec_from_settings, data_converter
 from core.config import load_settings
 from stack.net import free_port, wait_for_port
+from tests.workflow_doubles import end_cases_left_running
 
 # The SDK waits 5 s for a server to start by default; a machine busy with other suites
 # has been seen to need more (a flaky "did not start within 5s").
 SERVER_STARTUP = timedelta(seconds=60)
+
+@pytest_asyncio.fixture(autouse=True)
+async def _end_cases_left_running() -> AsyncIterator[None]:
+    """After each test, the cases it started and left running are terminated (see
+    tests.workflow_doubles.end_cases_left_running)."""
+    yield
+    await end_cases_left_running()
+
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:

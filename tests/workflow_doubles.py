@@ -5,6 +5,7 @@ workflow-branch tests; the end-to-end test runs the real activities."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -238,13 +240,29 @@ def stripe_worker(client: Client, task_queue: str, activities: list[Callable[...
                   activities=[*activities, *permit])
 
 
+# Cases the tests started; conftest ends those still running after each test.
+STARTED: list[WorkflowHandle[Any, Any]] = []
+
+
 async def start(client: Client, req: RefundRequest, task_queue: str
                 ) -> WorkflowHandle[RefundCase, CaseResult]:
     """Started as every case is, through the CaseClient."""
     started = await CaseClient(client, task_queue=task_queue,
                                customer_ref_key=DEV_CUSTOMER_REF_KEY).start(req)
     assert started.handle is not None, f"{req.case_id} was started before"
+    STARTED.append(started.handle)
     return started.handle
+
+
+async def end_cases_left_running() -> None:
+    """Terminate the cases a test left waiting (e.g. for an agent, with an escalation
+    timer): on the shared time-skipping server, such a timer fires in a later test with
+    no worker for it, and its pending workflow task stops the clock from skipping."""
+    while STARTED:
+        handle = STARTED.pop()
+        # Closed already, or its server gone with the test: nothing left to end.
+        with contextlib.suppress(RPCError, TimeoutError, RuntimeError):
+            await asyncio.wait_for(handle.terminate("test over"), 5)
 
 
 def kinds(state: CaseState) -> list[str]:
