@@ -118,6 +118,7 @@ def build_worker(
     stripe = Worker(
         client, task_queue=stripe_task_queue(task_queue),
         activities=chosen(StripeActivities(settings).activities()),
+        interceptors=[DomainMetricsInterceptor(), *interceptors],  # Stripe's metrics, traces
         max_task_queue_activities_per_second=stripe_dispatch_rate(
             settings.STRIPE_MAX_REQUESTS_PER_SECOND),
         # A few at a time: a task dispatched is a request paid for now, so a worker that

@@ -32,10 +32,11 @@ async def _end_cases_left_running() -> AsyncIterator[None]:
     await end_cases_left_running()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server, with our search attributes registered (it rejects
-    unknown ones and the workflow task would then retry forever)."""
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with our search attributes registered (it rejects
+    unknown ones and the workflow task would then retry forever). Tests that move its
+    clock by hand (`env.sleep`) need one of their own: after that, a shared server no
+    longer skips time for the tests that follow."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binaries.temporal_test_server(),
         data_converter=pydantic_data_converter,
@@ -51,6 +52,13 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server the workflow tests share."""
+    async for env in time_skipping_server():
+        yield env
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -347,7 +347,8 @@ async def test_inbound_reply_from_the_customer_resumes_the_case_a_strangers_does
                                "awaiting_agent", "completed")
     [reply] = state["replies"]
     assert reply == {"text": "Ticket 4411, screenshot attached.", "from_email": charge.email,
-                     "attachments": ["screenshot.png"], "channel": "email"}
+                     "attachments": ["screenshot.png"], "channel": "email",
+                     "attachment_types": {"screenshot.png": "image/png"}, "request_id": None}
     assert "screenshot.png" in state["documents"]
 
     # a bounce of one of the case's emails reaches its timeline

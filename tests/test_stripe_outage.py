@@ -14,19 +14,16 @@ from datetime import timedelta
 import pytest
 import pytest_asyncio
 import stripe
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.stripe_activities import StripeActivities
 from activities.stripe_models import GatherFactsInput
-from core import binaries, search_attributes
 from core.config import Settings
 from core.contract import ApproveSignal, CaseState, RetryStripeSignal, Update
 from stack.stripe_seed import seed_charge
-from tests.conftest import SERVER_STARTUP
+from tests.conftest import time_skipping_server
 from tests.toggle_proxy import ToggleProxy
 from tests.workflow_doubles import (
     Fakes,
@@ -44,17 +41,9 @@ API_KEY = "sk_test_outage"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def outage_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Its own time-skipping server: these tests move its clock by hand (env.sleep),
-    which left the shared server no longer skipping time for the tests after them."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binaries.temporal_test_server(),
-        data_converter=pydantic_data_converter, test_server_startup_timeout=SERVER_STARTUP)
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace, search_attributes=search_attributes.indexed_types()))
-    try:
+    """Its own time-skipping server: these tests move its clock by hand (env.sleep)."""
+    async for env in time_skipping_server():
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

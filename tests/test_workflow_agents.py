@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from core.models import (
@@ -13,6 +15,7 @@ from core.models import (
     RetryRefundSignal,
     SatisfyRequirementSignal,
 )
+from tests.conftest import time_skipping_server
 from tests.workflow_doubles import (
     Case,
     Fakes,
@@ -21,6 +24,13 @@ from tests.workflow_doubles import (
     request,
 )
 from workflows.refund_case import RefundCase
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Its own time-skipping server: these tests move its clock by hand (env.sleep)."""
+    async for env in time_skipping_server():
+        yield env
 
 
 async def test_agent_approves_while_the_customer_is_asked(
