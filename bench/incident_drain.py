@@ -29,7 +29,6 @@ from pathlib import Path
 
 import stripe
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from core import binaries, search_attributes  # noqa: E402
 from core.case_client import CaseClient  # noqa: E402
+from core.codec import codec_from_settings, data_converter  # noqa: E402
+from core.config import get_settings  # noqa: E402
 from core.contract import (  # noqa: E402
     CaseState,
     IncidentRequest,
@@ -125,7 +126,9 @@ async def run(args: argparse.Namespace) -> None:
     proxy = StripeRateProxy(upstream=upstream, rate=args.rate).start()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
-        search_attributes=search_attributes.ALL, data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        # as the worker: payloads encrypted with the configured (development) key
+        data_converter=data_converter(codec_from_settings(get_settings())),
         dev_server_extra_args=[  # as in production: the Stripe queue in one partition
             "--dynamic-config-value", f"matching.numTaskqueueReadPartitions={args.partitions}",
             "--dynamic-config-value", f"matching.numTaskqueueWritePartitions={args.partitions}"])
