@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import signal
@@ -34,18 +33,15 @@ TUNABLES = {"max_cached_workflows": 1000, "max_concurrent_activities": 100}
 
 
 def _case_worker(client: Client, task_queue: str, settings_json: str,
-                 tunables: dict[str, int]) -> Worker:
+                 tunables: dict[str, int]) -> Any:
+    """The real workers (worker.build_worker); the tunables become the worker's own
+    settings, WORKER_MAX_CACHED_WORKFLOWS and WORKER_MAX_CONCURRENT_ACTIVITIES."""
     from core.config import load_settings
     from worker import build_worker
 
-    params = inspect.signature(build_worker).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    refused = [name for name in tunables if name not in params and not takes_any]
-    if refused:
-        raise SystemExit(f"worker.build_worker does not accept {', '.join(refused)}; "
-                         "run without those options (the worker's own values are used)")
-    settings = load_settings(**json.loads(settings_json))
-    return build_worker(client, settings, task_queue=task_queue, **tunables)
+    overrides = json.loads(settings_json)
+    overrides.update({f"WORKER_{name.upper()}": value for name, value in tunables.items()})
+    return build_worker(client, load_settings(**overrides), task_queue=task_queue)
 
 
 def _bare_worker(client: Client, task_queue: str, tunables: dict[str, int]) -> Worker:
@@ -53,8 +49,9 @@ def _bare_worker(client: Client, task_queue: str, tunables: dict[str, int]) -> W
                   activities=bare_workflows.ACTIVITIES, **tunables)
 
 
-def _in_effect(worker: Worker) -> dict[str, Any]:
-    config = worker.config()
+def _in_effect(worker: Any) -> dict[str, Any]:
+    main = getattr(worker, "workers", (worker,))[0]  # build_worker's: the workflows' worker
+    config = main.config()
     return {name: config.get(name) or default for name, default in TUNABLES.items()}
 
 

@@ -4,9 +4,11 @@ policy decides alone, asks the customer, or hands the case to agents."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -27,7 +29,7 @@ from tests.workflow_doubles import (
     record_history,
     request,
 )
-from workflows.refund_case import RefundCase
+from workflows.refund_case import RefundCase, patches
 
 
 async def test_auto_approve_refunds_and_follows_up(time_env: WorkflowEnvironment) -> None:
@@ -281,3 +283,20 @@ async def test_agent_amount_stripe_cannot_refund_is_refused(
         state = await case.result()
     assert [c.amount for c in fakes.refund_calls] == [63_330]
     assert entries(state, "action_refused") == []
+
+
+async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment) -> None:
+    """Every patch of the baseline is taken by one marker (and its one TemporalChangeVersion
+    upsert), not two events per patch id, on a new case's whole path; ids added after the
+    baseline still record their own."""
+    async with Case(time_env, Fakes(), request()) as case:
+        state = await case.result()
+        history = await case.handle.fetch_history()
+        await record_history(case.handle, "baseline_auto_approve")
+    assert state.status == "completed"
+    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+               for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    ids = [json.loads(data)["id"] for data in markers]
+    assert patches.BASELINE in ids
+    assert not patches.BASELINE_IDS & set(ids)  # none of the ids it stands for

@@ -44,7 +44,7 @@ async def acknowledge(rt: CaseRuntime) -> None:
                         f"{_seconds(workflow.now() - received)} after the request arrived "
                         f"({iso(received)}); the SLA is {sla}")
     rt.show_waiting(None, None)
-    if not sent and workflow.patched(patches.ACK_FAILURE_BREACH):
+    if not sent and patches.has(patches.ACK_FAILURE_BREACH):
         await rt.breach("acknowledge", "The acknowledgment email could not be sent")
     rt.checkpoint()
 

@@ -71,7 +71,7 @@ async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
             decision = evaluate_case(rt)
             # After Stripe refused a refund, the policy decides nothing on its own.
             by_policy = not case.progress.agent_must_decide
-            if not by_policy and not workflow.patched(patches.AGENT_AFTER_REFUSAL):
+            if not by_policy and not patches.has(patches.AGENT_AFTER_REFUSAL):
                 by_policy = decision.outcome != "approve"  # cases started before the fix
             if undeliverable:
                 pass  # our questions cannot reach the customer: an agent decides
@@ -184,7 +184,7 @@ async def send_approval(rt: CaseRuntime, amount: int) -> None:
     the apology instead, once the refund is created (refund.py), never before it."""
     assessment = rt.case.assessment
     if assessment is not None and assessment.billing_error_confirmed:
-        if workflow.patched(patches.TEXT_APOLOGY_AFTER_REFUND):
+        if patches.has(patches.TEXT_APOLOGY_AFTER_REFUND):
             rt.case.progress.apology_due = True
         else:  # cases started before: the apology with the approval
             await send_apology(rt, amount, "approval")

@@ -130,10 +130,10 @@ def on_reply(rt: CaseRuntime, sig: CustomerReplySignal) -> None:
     rt.record("customer_replied", line, actor="customer", attachments=new)
     rating = rating_in(sig.text)
     if (rating is None and has_full_width(sig.text) and case.status == CaseStatus.refunded
-            and case.feedback is None and workflow.patched(patches.FULL_WIDTH_RATING)):
+            and case.feedback is None and patches.has(patches.FULL_WIDTH_RATING)):
         rating = rating_in(sig.text, full_width=True)
     if (case.status == CaseStatus.refunded and case.feedback is None
-            and rating is not None and workflow.patched(patches.FEEDBACK_BY_EMAIL)):
+            and rating is not None and patches.has(patches.FEEDBACK_BY_EMAIL)):
         # The follow-up email asks for a 1-5 rating by reply.
         record_feedback(rt, FeedbackSignal(rating=rating, comment=sig.text[:5_000]), "email")
 
@@ -144,7 +144,7 @@ def asked_before(rt: CaseRuntime, questions: list[str]) -> bool:
     (cases started before asked again: patch replies-answers-count)."""
     progress = rt.case.progress
     return (bool(questions) and all(q in progress.questions_asked for q in questions)
-            and progress.replies_received > 0 and workflow.patched(patches.REPLY_ANSWERS))
+            and progress.replies_received > 0 and patches.has(patches.REPLY_ANSWERS))
 
 
 def last_reply_excerpt(rt: CaseRuntime, limit: int = 300) -> str:
@@ -170,7 +170,7 @@ def count_answers(rt: CaseRuntime) -> None:
         return
     open_kinds = [k for k in rule.documents if k not in case.requirements_answered
                   and not policy.documents[k].satisfied_by(k, case.documents)]
-    if not open_kinds or not workflow.patched(patches.REPLY_ANSWERS):
+    if not open_kinds or not patches.has(patches.REPLY_ANSWERS):
         return
     said = [Said(case.request.message, {name: None for name in case.request.documents})]
     said += [Said(r.text, {name: r.attachment_types.get(name) for name in r.attachments})
@@ -195,5 +195,5 @@ def on_email_event(rt: CaseRuntime, sig: EmailEventSignal) -> None:
     if (sig.event in UNDELIVERABLE_EMAIL_EVENTS and sig.template in ("info_request", "reminder")
             and case.status == CaseStatus.awaiting_info
             and sig.email.lower() == case.request.customer_email.lower()
-            and workflow.patched(patches.UNDELIVERABLE_INFO)):
+            and patches.has(patches.UNDELIVERABLE_INFO)):
         progress.info_undeliverable = True

@@ -124,7 +124,7 @@ def _why(case: CaseState) -> str:
 
 def start_reporting(rt: CaseRuntime, reporter: IncidentReporter) -> None:
     """At the case's start: a case an incident opened reports to it."""
-    if rt.case.request.incident is not None and workflow.patched(patches.BILLING_INCIDENT):
+    if rt.case.request.incident is not None and patches.has(patches.BILLING_INCIDENT):
         reporter.start()
 
 
@@ -132,7 +132,7 @@ def skips_acknowledgment(rt: CaseRuntime) -> bool:
     """No acknowledgment for a case the customer did not ask for: the apology is the
     first email."""
     link = rt.case.request.incident
-    if link is None or not workflow.patched(patches.BILLING_INCIDENT):
+    if link is None or not patches.has(patches.BILLING_INCIDENT):
         return False
     rt.record("acknowledgment_skipped", f"Opened by billing incident {link.incident_id}: "
               "the customer asked for nothing, the apology is the first email")
@@ -161,7 +161,7 @@ def on_join(rt: CaseRuntime, reporter: IncidentReporter, sig: JoinIncidentSignal
                       f"charge too; the case stays in incident {case.incident.incident_id}",
                       actor=f"incident:{link.incident_id}")
         return
-    if case.status in TERMINAL_STATUSES or not workflow.patched(patches.BILLING_INCIDENT):
+    if case.status in TERMINAL_STATUSES or not patches.has(patches.BILLING_INCIDENT):
         rt.record("incident_join_refused", f"Incident {link.incident_id} covers this charge; "
                   f"the case is already {case.status}", actor=f"incident:{link.incident_id}")
         return

@@ -28,6 +28,34 @@ TEXT_CLAUSES_FIT_FACTS = "text-clauses-fit-facts"
 # console's view (issue 11 "agents" and issue 13) came together: ONE patch id gates them,
 # since the SDK writes an upsert of TemporalChangeVersion for each id a run meets.
 AGENTS_LIFECYCLE = "agents-lifecycle"
+# Replies (issue 11): answers in words, full-width ratings.
+REPLY_ANSWERS = "replies-answers-count"  # a reply's text / file types meet requirements;
+#                                           an unanswered question goes to an agent, never twice
+FULL_WIDTH_RATING = "replies-full-width-rating"  # "５" in a reply is the rating 5
+
+# Every id above, taken together: a case started since records this one marker instead of
+# one per id (each marker costs two events, the SDK's TemporalChangeVersion upsert being the
+# second). Ids added after it are asked on their own: list them below, not in BASELINE_IDS.
+BASELINE = "baseline-2026-11-23"
+BASELINE_IDS = frozenset({
+    AGENT_AFTER_REFUSAL, ACK_FAILURE_BREACH, UNDELIVERABLE_INFO, FEEDBACK_BY_EMAIL,
+    REFUND_REVERSAL, CONTINUE_AS_NEW, STRIPE_OUTAGE_WAITS, PINNED_POLICY, STRIPE_RATE_LIMIT,
+    BILLING_INCIDENT, TEXT_APOLOGY_AFTER_REFUND, TEXT_DISPUTE_EMAIL, TEXT_CLAUSES_FIT_FACTS,
+    AGENTS_LIFECYCLE, REPLY_ANSWERS, FULL_WIDTH_RATING,
+})
+
+
+def begin_run() -> bool:
+    """Asked first thing in every run (RefundCase.run): whether this run has the baseline."""
+    return workflow.patched(BASELINE)
+
+
+def has(patch_id: str) -> bool:
+    """`workflow.patched(patch_id)`, without a marker of its own in a run that has the
+    baseline. Only from the main workflow coroutine, as workflow.patched."""
+    if patch_id in BASELINE_IDS and getattr(workflow.instance(), "baseline", False):
+        return True
+    return workflow.patched(patch_id)
 
 
 @dataclass
@@ -46,9 +74,5 @@ class AgentPaths:
     @classmethod
     def now(cls) -> AgentPaths:
         """Asked once, first thing in a run, so a case keeps one behaviour per run."""
-        on = workflow.patched(AGENTS_LIFECYCLE)
+        on = has(AGENTS_LIFECYCLE)
         return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on)
-# Replies (issue 11): answers in words, full-width ratings.
-REPLY_ANSWERS = "replies-answers-count"  # a reply's text / file types meet requirements;
-#                                           an unanswered question goes to an agent, never twice
-FULL_WIDTH_RATING = "replies-full-width-rating"  # "５" in a reply is the rating 5

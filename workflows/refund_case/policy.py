@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 async def load_policy(rt: CaseRuntime) -> None:
     """The policy in force, pinned for the whole case: by version and content hash (the
     worker holds the policy itself), or, for cases started before, the whole policy."""
-    if workflow.patched(patches.PINNED_POLICY):
+    if patches.has(patches.PINNED_POLICY):
         ref = await workflow.execute_activity(
             PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
             retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")

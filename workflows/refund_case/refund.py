@@ -237,7 +237,7 @@ def apply_update(rt: CaseRuntime, sig: RefundUpdateSignal) -> None:
                   f"{sig.acquirer_reference}", actor="stripe")
     if (made.status == "succeeded" and sig.status == "failed"
             and case.status == CaseStatus.refunded
-            and workflow.patched(patches.REFUND_REVERSAL)):
+            and patches.has(patches.REFUND_REVERSAL)):
         # Rare, and documented by Stripe: a refund fails after it succeeded.
         case.progress.refund_reversed = True
     elif made.status in FINAL_REFUND_STATUSES or sig.status == made.status:

@@ -265,7 +265,7 @@ class CaseRuntime:
         """`call(deadline)` until Stripe answers: an outage past the step's deadline is
         waited out (never a refusal, never a decision on missing facts); a refusal, or
         any failure of a case started before this, is raised to the step."""
-        waits = workflow.patched(patches.STRIPE_OUTAGE_WAITS)
+        waits = patches.has(patches.STRIPE_OUTAGE_WAITS)
         while True:
             self.show_waiting(waiting, None)
             try:

@@ -27,7 +27,7 @@ async def on_dispute(rt: CaseRuntime, sig: DisputeOpenedSignal) -> None:
                    "refund will be made, the dispute process decides")
         case.progress.closing = CaseStatus.disputed
         rt.set_status(CaseStatus.disputed, message, actor="stripe")
-        if workflow.patched(patches.TEXT_DISPUTE_EMAIL):  # what happens next, to the customer
+        if patches.has(patches.TEXT_DISPUTE_EMAIL):  # what happens next, to the customer
             amount = sig.amount or (case.facts.amount if case.facts else 0)
             await rt.email("dispute_opened", f"dispute_{sig.dispute_id}",
                            {"amount": amount, "currency": case.currency})

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 def _rate_limited() -> bool:
-    return workflow.patched(patches.STRIPE_RATE_LIMIT)
+    return patches.has(patches.STRIPE_RATE_LIMIT)
 
 
 async def gather_facts(inp: GatherFactsInput, summary: str,

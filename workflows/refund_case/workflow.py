@@ -61,15 +61,17 @@ class RefundCase:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
         self.incident = incident.IncidentReporter(self.rt)
+        self.baseline = False  # patches.has: this run has every patch of the baseline
 
     @workflow.run
     async def run(self, start: RefundRequest | ContinuedCase) -> CaseResult:
+        self.baseline = patches.begin_run()
         rt = self.rt
         request = rt.case.request
         continued = start if isinstance(start, ContinuedCase) else None
         if continued is None:
-            rt.may_continue = workflow.patched(patches.CONTINUE_AS_NEW)
-            rt.case.progress.clauses_fit_facts = workflow.patched(patches.TEXT_CLAUSES_FIT_FACTS)
+            rt.may_continue = patches.has(patches.CONTINUE_AS_NEW)
+            rt.case.progress.clauses_fit_facts = patches.has(patches.TEXT_CLAUSES_FIT_FACTS)
             rt.paths = patches.AgentPaths.now()
             received = request.received_at if rt.paths.sla_from_receipt else None
             rt.record("received", f"Refund request {request.request_id} received "
@@ -120,7 +122,7 @@ class RefundCase:
                           refund_id=case.refund.refund_id if case.refund else None)
 
     def _close_if_disputed(self) -> None:
-        if workflow.patched(patches.AGENT_AFTER_REFUSAL):
+        if patches.has(patches.AGENT_AFTER_REFUSAL):
             close_if_disputed(self.rt)  # Stripe refuses disputed charges: hand over
             self.rt.checkpoint()  # withdrawn or disputed meanwhile
 
