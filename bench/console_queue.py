@@ -168,6 +168,10 @@ async def main(args: argparse.Namespace) -> None:
                                                       args.runs))
         report("queue, rows only (the 20 s refresh)", await timed(
             http, "/console/queue?fragment=rows", args.runs))
+        report("queue, customer = a whole address (hash)", await timed(
+            http, "/console/queue?status=open&customer=customer7%40example.com", args.runs))
+        report("queue, customer = part of an address", await timed(
+            http, "/console/queue?status=open&customer=er123", args.runs))
         await http.aclose()
         report("in process, first page, no window hint", await cold(env.client, args.runs))
     finally:
