@@ -21,6 +21,7 @@ from api.temporal import temporal_call
 from console import web
 from console.actions import offers
 from console.auth import ConsoleUser, User
+from console.email_view import SafeEmail, safe_email, style_hashes
 from console.handlers import KnownHandlers, update_handlers
 from core.case_client import CaseNotFound
 from core.case_history import CaseHistory, PinnedPolicies, SentEmail, read_history
@@ -53,6 +54,7 @@ class EmailView:
     text: str
     sent: SentEmail
     error: str | None = None
+    body: SafeEmail | None = None  # the HTML part, sanitized for the page
 
 
 def clause_texts(policy: Policy | None, ids: list[str]) -> list[ClauseText]:
@@ -100,7 +102,7 @@ def email_views(history: CaseHistory) -> list[EmailView]:
         try:
             rendered = sent.email.render()
             views.append(EmailView(sent.event_id, sent.email.template, rendered.subject,
-                                   rendered.text, sent))
+                                   rendered.text, sent, body=safe_email(rendered.html)))
         except RenderError as exc:
             views.append(EmailView(sent.event_id, sent.email.template, "", "", sent, str(exc)))
     return views
@@ -150,6 +152,8 @@ async def case_page(request: Request, case_id: str, user: User) -> Response:
     known: KnownHandlers = request.app.state.console_handlers
     known.learn(handlers)
     policy = await _pinned(request, state, history)
+    emails = email_views(history)
+    styles = set().union(*(e.body.styles for e in emails if e.body is not None))
     return web.page(request, "case.html", {
         "case": state, "policy": policy, "closed": state.status in TERMINAL_STATUSES,
         "cited": clause_texts(policy, state.decision.clause_ids if state.decision else []),
@@ -162,11 +166,11 @@ async def case_page(request: Request, case_id: str, user: User) -> Response:
                          running=state.status not in TERMINAL_STATUSES),
         "approve": approve_defaults(state),
         "approved_already": any(a.agent == user.agent for a in state.approvals),
-        "emails": email_views(history),
+        "emails": emails,
         "notes": [e for e in state.timeline if e.kind == "note"],
         "handlers_known": handlers is not None,
         "agents": _agents(request, user),
-    })
+    }, style_sources=style_hashes(styles))
 
 
 def _agents(request: Request, user: ConsoleUser) -> list[str]:

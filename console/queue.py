@@ -13,10 +13,18 @@ the order is built from what it does have, range filters and counts:
    with visibility's page token (the cursor keeps the token and how far into that page).
 
 Nothing is capped: every matching case is reachable by paging. A row shows the search
-attributes and the `QueueCard` the workflow keeps in its memo; a case whose card is
-missing or stale (a case started before the console) is asked with the `state` query.
-The customer filter is a substring, which visibility cannot do on a Keyword: it is applied
-to the rows as they are read, at most SCAN_LIMIT rows per page request.
+attributes and the `QueueCard` the workflow keeps in its memo (encrypted by the codec like
+every payload); a case whose card is missing or stale (a case started before the console)
+is asked with the `state` query.
+
+The customer filter: `RefundCustomer` holds a keyed hash of the address, never the address
+(core.customer_ref). A whole address (or a `cust_` reference) becomes an exact visibility
+clause on that hash. Anything else is a substring of the address, which visibility cannot
+see: it is matched against the address on each decoded card (a card written before it
+carried the address: against the case's `state`), as the rows are read in queue order. One
+page request reads at most SCAN_LIMIT rows; when it stops there, the page shows what it
+found and its "next" link carries on from the row where reading stopped, so every match
+is still reached by paging (the search is split over requests, not capped).
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from core.contract import (
     RefundReason,
     queue_card_of,
 )
+from core.customer_ref import customer_ref, is_customer_ref
+from core.models import check_email
 
 WAITING = (CaseStatus.awaiting_agent, CaseStatus.awaiting_info, CaseStatus.refund_failed)
 PAGE_SIZE = 25
@@ -76,7 +86,20 @@ class QueueFilters(BaseModel):
     unassigned: bool = False
     customer: str = Field("", max_length=200)
 
-    def query(self, agent: str, task_queue: str) -> str:
+    def customer_ref(self, key: str | None) -> str | None:
+        """The RefundCustomer value an exact customer filter names: a `cust_` reference,
+        or a whole address hashed with `key`; None: a substring (or no filter)."""
+        text = self.customer.strip().lower()
+        if is_customer_ref(text):
+            return text
+        if not key or "@" not in text:
+            return None
+        try:
+            return customer_ref(check_email(text), key)
+        except ValueError:
+            return None  # not a whole address: a substring
+
+    def query(self, agent: str, task_queue: str, customer_ref: str | None = None) -> str:
         """The visibility query (every value is an enum or a checked id) over the cases
         of the desk's task queue."""
         clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'", "ExecutionStatus = 'Running'",
@@ -96,6 +119,8 @@ class QueueFilters(BaseModel):
             clauses.append(f"{sa.ASSIGNEE.name} = '{_plain(agent)}'")
         elif self.unassigned:
             clauses.append(f"{sa.ASSIGNEE.name} IS NULL")
+        if customer_ref is not None:
+            clauses.append(f"{sa.CUSTOMER.name} = '{_plain(customer_ref)}'")
         return " AND ".join(clauses)
 
 
@@ -136,7 +161,8 @@ class QueueRow(BaseModel):
     case_id: str
     status: str | None
     reason: str | None
-    customer: str | None
+    customer: str | None  # the address, from the card or the case's state
+    customer_ref: str | None  # RefundCustomer (a keyed hash), shown when no address is known
     amount: int | None
     currency: str | None
     risk: str | None
@@ -156,15 +182,20 @@ class QueuePage:
     next_cursor: str | None
     scanned: int = 0
     scan_limited: bool = False  # the customer filter stopped reading at SCAN_LIMIT
+    exact_customer: bool = False  # the customer filter was a whole address (hash match)
 
 
 async def queue_page(client: Client, filters: QueueFilters, agent: str, cursor: Cursor,
                      size: int = PAGE_SIZE, *, task_queue: str = TASK_QUEUE,
-                     cases: CaseClient | None = None) -> QueuePage:
+                     cases: CaseClient | None = None,
+                     customer_key: str | None = None) -> QueuePage:
     """One page of the queue after `cursor` (one row more is read to know whether there
-    is a next page)."""
-    reader = _Reader(client, filters.query(agent, task_queue),
-                     filters.customer.strip().lower(), size)
+    is a next page). `customer_key` (CUSTOMER_REF_KEY) turns a whole address into its
+    RefundCustomer hash."""
+    cases = cases or CaseClient(client, rpc_timeout=STATE_TIMEOUT)
+    exact = filters.customer_ref(customer_key)
+    substring = "" if exact else filters.customer.strip().lower()
+    reader = _Reader(client, filters.query(agent, task_queue, exact), substring, size, cases)
     found: list[tuple[WorkflowExecution, Cursor]] = []
     async with contextlib.aclosing(reader.stream(cursor)) as stream:
         async for wf, after in stream:
@@ -177,31 +208,37 @@ async def queue_page(client: Client, filters: QueueFilters, agent: str, cursor: 
         next_cursor = found[-1][1].encode()
     elif reader.limited:
         next_cursor = reader.position.encode()
-    rows = await _rows([wf for wf, _ in found],
-                       cases or CaseClient(client, rpc_timeout=STATE_TIMEOUT))
+    rows = await _rows([wf for wf, _ in found], cases, reader.addresses)
     due: list[QueueRow] = []
     undated: list[QueueRow] = []
     for row, (_, after) in zip(rows, found, strict=True):
         (due if after.phase == "due" else undated).append(row)
     undated.sort(key=lambda r: (r.deadline is None, r.deadline or _LAST))  # page-local
-    return QueuePage(due + undated, next_cursor, reader.scanned, reader.limited)
+    return QueuePage(due + undated, next_cursor, reader.scanned, reader.limited,
+                     exact is not None)
 
 
 class _Reader:
     """Reads matching executions in queue order, each with the cursor just after it."""
 
-    def __init__(self, client: Client, query: str, customer: str, size: int) -> None:
+    def __init__(self, client: Client, query: str, customer: str, size: int,
+                 cases: CaseClient) -> None:
         self.client, self.query, self.customer, self.size = client, query, customer, size
+        self.cases = cases
         self.scanned = 0
         self.limited = False  # stopped at SCAN_LIMIT rows read
         self.position = Cursor()
+        self.addresses: dict[str, str] = {}  # case id -> address, as the filter found it
 
-    def _wanted(self, wf: WorkflowExecution) -> bool:
+    async def _wanted(self, wf: WorkflowExecution) -> bool:
         self.scanned += 1
         if not self.customer:
             return True
-        value = wf.typed_search_attributes.get(sa.CUSTOMER) or ""
-        return self.customer in value.lower()
+        address = await _address(wf, self.cases)
+        if address is None:
+            return False
+        self.addresses[wf.id] = address
+        return self.customer in address
 
     async def stream(self, cursor: Cursor) -> Rows:
         phases = [self._due(cursor), self._undated(Cursor(phase="undated"))] \
@@ -210,7 +247,7 @@ class _Reader:
             async with contextlib.aclosing(phase) as rows:
                 async for wf, after in rows:
                     self.position = after
-                    if self._wanted(wf):
+                    if await self._wanted(wf):
                         yield wf, after
                     if self.customer and self.scanned >= SCAN_LIMIT:
                         self.limited = True
@@ -360,17 +397,38 @@ def _due_key(wf: WorkflowExecution) -> tuple[datetime, str]:
     return _deadline(wf) or _LAST, wf.id
 
 
-async def _rows(found: list[WorkflowExecution], cases: CaseClient) -> list[QueueRow]:
+async def _card(wf: WorkflowExecution) -> QueueCard | None:
+    """The case's card from its memo (decoded by the client's codec), None if it has none
+    or it cannot be read."""
+    try:
+        raw = await wf.memo_value(QUEUE_MEMO, None)
+        return QueueCard.model_validate(raw) if raw is not None else None
+    except (ValidationError, ValueError, TypeError):
+        return None
+
+
+async def _address(wf: WorkflowExecution, cases: CaseClient) -> str | None:
+    """The customer's address (lower case): from the card, else (a card written before it
+    carried the address) from the case's state; None if neither answers."""
+    card = await _card(wf)
+    if card is not None and card.customer:
+        return card.customer.lower()
+    try:
+        return (await cases.state(wf.id)).request.customer_email.lower()
+    except Exception:  # a case that cannot answer now is not a match
+        return None
+
+
+async def _rows(found: list[WorkflowExecution], cases: CaseClient,
+                addresses: dict[str, str] | None = None) -> list[QueueRow]:
     """Rows from the search attributes and the memo's card; a missing or stale card is
     replaced by the case's own state (queried, a few at a time)."""
     cards: list[QueueCard | None] = []
+    known = dict(addresses or {})
     for wf in found:
-        card = None
-        try:
-            raw = await wf.memo_value(QUEUE_MEMO, None)
-            card = QueueCard.model_validate(raw) if raw is not None else None
-        except (ValidationError, ValueError, TypeError):
-            card = None
+        card = await _card(wf)
+        if card is not None and card.customer:
+            known[wf.id] = card.customer
         if card is not None and str(card.status) != wf.typed_search_attributes.get(sa.STATUS):
             card = None  # the workflow moved on since it wrote the card
         cards.append(card)
@@ -395,7 +453,9 @@ async def _rows(found: list[WorkflowExecution], cases: CaseClient) -> list[Queue
         attrs = wf.typed_search_attributes
         rows.append(QueueRow(
             case_id=wf.id, status=str(card.status) if card else attrs.get(sa.STATUS),
-            reason=attrs.get(sa.REASON), customer=attrs.get(sa.CUSTOMER),
+            reason=attrs.get(sa.REASON),
+            customer=(card.customer if card else None) or known.get(wf.id),
+            customer_ref=attrs.get(sa.CUSTOMER),
             amount=attrs.get(sa.AMOUNT), currency=attrs.get(sa.CURRENCY),
             risk=attrs.get(sa.RISK), sla_breached=bool(attrs.get(sa.SLA_BREACHED)),
             assignee=attrs.get(sa.ASSIGNEE) or assignees.get(i),

@@ -55,8 +55,10 @@ async def queue(request: Request, user: User,
                        rpc_timeout=STATE_TIMEOUT)
     try:
         async with temporal_call("list the queue"):
-            page = await queue_page(client, filters, user.agent, position,
-                                    task_queue=request.app.state.task_queue, cases=cases)
+            page = await queue_page(
+                client, filters, user.agent, position,
+                task_queue=request.app.state.task_queue, cases=cases,
+                customer_key=request.app.state.settings.CUSTOMER_REF_KEY.get_secret_value())
     except RPCError as exc:
         if exc.status != RPCStatusCode.INVALID_ARGUMENT or not cursor:
             raise

@@ -19,7 +19,8 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
 # Pages load only the console's own files; forms post only to the console; nothing
-# frames the console. Emails are framed from their own URL (their own, stricter policy).
+# frames the console. Emails are shown inline, sanitized, their style attributes allowed
+# by hash (console.email_view); an email alone, from its own URL, has its own policy.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "object-src 'none'")
@@ -42,7 +43,7 @@ def sessions(request: Request) -> Sessions:
 
 
 def page(request: Request, template: str, context: dict[str, Any], *,
-         status_code: int = 200) -> HTMLResponse:
+         status_code: int = 200, style_sources: str = "") -> HTMLResponse:
     """A full page (or a fragment) with the signed-in user, the CSRF token and the
     messages waiting to be shown; the session cookie is written when it changed."""
     session = sessions(request).of(request)
@@ -52,7 +53,9 @@ def page(request: Request, template: str, context: dict[str, Any], *,
               **context}
     response = templates.TemplateResponse(request, template, values, status_code=status_code)
     sessions(request).save(request, response)
-    return security_headers(response)  # type: ignore[return-value]  # same object
+    csp = CSP.replace("style-src 'self'", f"style-src 'self' {style_sources}") \
+        if style_sources else CSP
+    return security_headers(response, csp)  # type: ignore[return-value]  # same object
 
 
 def redirect(request: Request, url: str) -> RedirectResponse:

@@ -406,9 +406,13 @@ QUEUE_STATUSES = frozenset(
 
 class QueueCard(BaseModel):
     """What a queue row shows beyond the search attributes, kept in the workflow's memo
-    (returned by visibility listings, so a page of the queue needs no query per case)."""
+    (returned by visibility listings, so a page of the queue needs no query per case).
+    The memo is a payload like any other: the codec encrypts it (core.codec), so the
+    customer's address may be here while RefundCustomer holds only its keyed hash.
+    `customer` is None on cards written before it was added."""
 
     status: CaseStatus
+    customer: str | None = None
     waiting_for: str | None = None
     deadline: datetime | None = None
     approvals: int = 0
@@ -428,9 +432,10 @@ def queue_deadline(case: CaseState) -> datetime | None:
 
 
 def queue_card_of(case: CaseState) -> QueueCard:
+    customer = case.request.customer_email
     if case.status not in QUEUE_STATUSES:
-        return QueueCard(status=case.status)
-    return QueueCard(status=case.status, waiting_for=case.waiting_for,
+        return QueueCard(status=case.status, customer=customer)
+    return QueueCard(status=case.status, customer=customer, waiting_for=case.waiting_for,
                      deadline=queue_deadline(case), approvals=len(case.approvals),
                      approvers_required=case.approvers_required)
 

@@ -19,8 +19,12 @@ from console import queue
 from console.queue import Cursor, QueueFilters, queue_page
 from core import search_attributes as sa
 from core.case_client import CaseClient
+from core.codec import ENCODING
 from core.contract import QUEUE_MEMO, QueueCard
+from core.customer_ref import customer_ref
 from tests.api_support import eventually
+
+KEY = "queue-test-customer-key"
 
 
 class Seeded:
@@ -31,17 +35,21 @@ class Seeded:
 
     async def start(self, n: int, *, deadline: datetime | None, status: str = "awaiting_agent",
                     assignee: str | None = None, customer: str | None = None,
-                    card: bool = True) -> str:
+                    card: bool = True, card_address: bool = True) -> str:
+        """A case as the workflow keeps it: RefundCustomer the keyed hash of the address,
+        the address on the card (`card_address` False: a card from before it was)."""
         case_id = f"refund-q{n:03d}-{uuid.uuid4().hex[:4]}"
+        email = customer or f"c{n}@example.com"
         pairs: list[SearchAttributePair[Any]] = [
             SearchAttributePair(sa.STATUS, status), SearchAttributePair(sa.REASON, "unused"),
-            SearchAttributePair(sa.CUSTOMER, customer or f"c{n}@example.com"),
+            SearchAttributePair(sa.CUSTOMER, customer_ref(email, KEY)),
             SearchAttributePair(sa.AMOUNT, 1000 + n), SearchAttributePair(sa.CURRENCY, "usd")]
         if deadline is not None:
             pairs.append(SearchAttributePair(sa.DEADLINE, deadline))
         if assignee is not None:
             pairs.append(SearchAttributePair(sa.ASSIGNEE, assignee))
         memo = {QUEUE_MEMO: QueueCard(status=status, waiting_for="an agent's decision",
+                                      customer=email if card_address else None,
                                       deadline=deadline, approvals=n % 2,
                                       approvers_required=2).model_dump(mode="json")} \
             if card else None
@@ -90,7 +98,7 @@ async def every_page(seeded: Seeded, filters: QueueFilters, size: int
     cursor, pages = Cursor(), 0
     while True:
         page = await queue_page(seeded.client, filters, "alice", cursor, size,
-                                task_queue=seeded.task_queue)
+                                task_queue=seeded.task_queue, customer_key=KEY)
         pages += 1
         rows += page.rows
         if page.next_cursor is None:
@@ -106,7 +114,7 @@ def in_order(expected: list[tuple[datetime | None, str]]) -> list[str]:
 
 @pytest.mark.parametrize("window_max", [queue.WINDOW_MAX, 12])
 async def test_pages_list_every_case_once_soonest_deadline_first(seeded: Seeded,
-                                                                 monkeypatch, window_max):
+        monkeypatch: pytest.MonkeyPatch, window_max: int) -> None:
     monkeypatch.setattr(queue, "WINDOW_MAX", window_max)  # 12: windows found by bisection
     rows, pages = await every_page(seeded, QueueFilters(), size=8)
     ids = [r.case_id for r in rows]
@@ -121,7 +129,8 @@ async def test_pages_list_every_case_once_soonest_deadline_first(seeded: Seeded,
     assert first.amount is not None and first.currency == "usd"
 
 
-async def test_filters_mine_unassigned_and_customer(seeded: Seeded, monkeypatch):
+async def test_filters_mine_unassigned_and_customer(seeded: Seeded,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     mine, _ = await every_page(seeded, QueueFilters(mine=True), size=50)
     assert {r.case_id for r in mine} == {i for i in (e[1] for e in seeded.expected)
                                          if int(i[8:11]) % 5 == 0}
@@ -129,15 +138,23 @@ async def test_filters_mine_unassigned_and_customer(seeded: Seeded, monkeypatch)
     unassigned, _ = await every_page(seeded, QueueFilters(unassigned=True), size=50)
     assert len(unassigned) + len(mine) == len(seeded.expected)
     assert all(r.assignee is None for r in unassigned)
-    # a substring of the address, read at most SCAN_LIMIT rows a request
+    # a substring of the address, matched on the decoded cards, read at most SCAN_LIMIT
+    # rows a request: the pages carry on from where reading stopped, losing nothing
     monkeypatch.setattr(queue, "SCAN_LIMIT", 10)
     found, pages = await every_page(seeded, QueueFilters(customer="C4"), size=50)
     assert sorted(r.customer or "" for r in found) == sorted(
         f"c{n}@example.com" for n in range(70) if str(n).startswith("4"))
     assert pages > 1  # the scan stopped and went on from where it was
+    # a whole address: its keyed hash, matched by visibility in one page
+    page = await queue_page(seeded.client, QueueFilters(customer=" C41@Example.com "),
+                            "alice", Cursor(), 50, task_queue=seeded.task_queue,
+                            customer_key=KEY)
+    assert [r.customer for r in page.rows] == ["c41@example.com"]
+    assert page.exact_customer and page.scanned == 1 and page.next_cursor is None
+    assert page.rows[0].customer_ref == customer_ref("c41@example.com", KEY)
 
 
-async def test_pages_split_cases_due_at_the_same_moment_without_losing_one(seeded: Seeded):
+async def test_pages_split_cases_due_at_the_same_moment_without_losing_one(seeded: Seeded) -> None:
     tied = Seeded(seeded.client, f"queue-{uuid.uuid4().hex[:8]}")
     moment = datetime.now(UTC).replace(microsecond=999_999)
     for n in range(5):
@@ -150,7 +167,7 @@ async def test_pages_split_cases_due_at_the_same_moment_without_losing_one(seede
         await seeded.client.get_workflow_handle(case_id).terminate("test finished")
 
 
-async def test_a_case_without_a_card_is_asked_its_state(seeded: Seeded):
+async def test_a_case_without_a_card_is_asked_its_state(seeded: Seeded) -> None:
     extra = Seeded(seeded.client, f"queue-{uuid.uuid4().hex[:8]}")
     await extra.start(1, deadline=None, card=False)
     await extra.visible()
@@ -164,7 +181,34 @@ async def test_a_case_without_a_card_is_asked_its_state(seeded: Seeded):
     await seeded.client.get_workflow_handle(row.case_id).terminate("test finished")
 
 
-def test_a_damaged_page_link_is_refused_not_trusted():
+async def test_a_card_from_before_the_address_shows_the_reference(seeded: Seeded) -> None:
+    old = Seeded(seeded.client, f"queue-{uuid.uuid4().hex[:8]}")
+    case_id = await old.start(1, deadline=None, card_address=False)
+    await old.visible()
+    page = await queue_page(old.client, QueueFilters(), "alice", Cursor(), 10,
+                            task_queue=old.task_queue, customer_key=KEY)
+    [row] = page.rows
+    assert row.card_from == "memo" and row.customer is None
+    assert row.customer_ref == customer_ref("c1@example.com", KEY)
+    # found by its whole address (the hash) though its card has no address
+    page = await queue_page(old.client, QueueFilters(customer="c1@example.com"), "alice",
+                            Cursor(), 10, task_queue=old.task_queue, customer_key=KEY)
+    assert [r.case_id for r in page.rows] == [case_id]
+    await seeded.client.get_workflow_handle(case_id).terminate("test finished")
+
+
+async def test_the_card_with_the_address_is_stored_encrypted(seeded: Seeded) -> None:
+    """The memo is a codec payload: what Temporal stores is ciphertext, not the address."""
+    case_id = seeded.expected[0][1]
+    raw = await seeded.client.get_workflow_handle(case_id).describe()
+    stored = raw.raw_description.workflow_execution_info.memo.fields[QUEUE_MEMO]
+    assert stored.metadata["encoding"] == ENCODING
+    assert b"@example.com" not in stored.data
+    card = QueueCard.model_validate(await raw.memo_value(QUEUE_MEMO))
+    assert card.customer is not None and card.customer.endswith("@example.com")
+
+
+def test_a_damaged_page_link_is_refused_not_trusted() -> None:
     with pytest.raises(ValueError, match="damaged"):
         Cursor.decode("not-base64!!")
     with pytest.raises(ValueError, match="damaged"):

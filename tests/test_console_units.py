@@ -246,3 +246,22 @@ def test_simulation_counts_clauses_and_checks_the_recorded_decisions():
     assert sim.baseline == f"pinned ({policy.version}: 2)"
     cited = {c.clause_id: (c.baseline, c.new) for c in sim.clauses}
     assert all(cited[c] == (2, 2) for c in recorded.clause_ids)
+
+
+def test_an_email_shown_inline_keeps_its_look_and_loses_anything_active() -> None:
+    from console.email_view import safe_email, style_hashes
+
+    raw = ('<html><head><style>p{}</style><script>alert(1)</script></head>'
+           '<body style="margin:0"><p style="color:#111">Hi &amp; <b>bye</b></p>'
+           '<a href="javascript:alert(1)" onclick="x()">a</a><a href="https://x.test/">b</a>'
+           '<img src="https://tracker.test/p.gif"><form action="/x"><input name="q"></form>'
+           '<iframe src="https://x.test"><p>inside</p></iframe></body></html>')
+    safe = safe_email(raw)
+    assert safe.html == (
+        '<div style="margin:0"><p style="color:#111">Hi &amp; <b>bye</b></p>'
+        '<a rel="noopener noreferrer" target="_blank">a</a>'
+        '<a href="https://x.test/" rel="noopener noreferrer" target="_blank">b</a>'
+        '<img></div>')
+    assert safe.styles == {"margin:0", "color:#111"}
+    sources = style_hashes(safe.styles)
+    assert sources.startswith("'unsafe-hashes' 'sha256-") and sources.count("sha256-") == 2
