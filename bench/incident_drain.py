@@ -247,10 +247,12 @@ async def run(args: argparse.Namespace) -> None:
         while not result.done():
             await asyncio.wait([result], timeout=args.progress_every)
             if not result.done():
+                asked = time.monotonic()
                 progress = await incidents.progress(request.incident_id)
                 print(f"  {time.monotonic() - t0:5.0f} s: done {progress.done} of {n}, in "
                       f"flight {progress.in_flight}, {proxy.stats().forwarded} requests, "
-                      f"{proxy.stats().rate_limited} 429s", flush=True)
+                      f"{proxy.stats().rate_limited} 429s (progress query answered in "
+                      f"{time.monotonic() - asked:.2f} s)", flush=True)
         report = result.result()
         drain = time.monotonic() - t0
         stop.set()
