@@ -30,6 +30,7 @@ import argparse
 import collections
 import http.client
 import json
+import sys
 import threading
 import time
 import uuid
@@ -206,16 +207,14 @@ class StripeRateLimitProxy:
 
     def start(self) -> StripeRateLimitProxy:
         """Serve in a background thread (in-process use by tests and benchmarks)."""
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((self.host, self.port), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until Ctrl-C (as its own process)."""
-        httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        httpd.daemon_threads = True
+        httpd = _Server((self.host, self.port), _handler_for(self))
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
@@ -227,6 +226,15 @@ class StripeRateLimitProxy:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a worker stopped mid keep-alive) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(proxy: StripeRateLimitProxy) -> type[BaseHTTPRequestHandler]:
