@@ -5,6 +5,7 @@ charges through visibility."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,15 @@ from activities.incident_models import (
 )
 from core import search_attributes as sa
 from core.case_client import CaseClient
-from core.contract import INCIDENT_PRIORITY, WORKFLOW_TYPE, incident_case_request_id
+from core.contract import (
+    INCIDENT_PRIORITY,
+    WORKFLOW_TYPE,
+    RefundRequest,
+    incident_case_request_id,
+)
 from core.customer_ref import customer_ref
+
+START_CONCURRENCY = 8  # case starts in flight at once (each is one Temporal RPC)
 
 
 def _literal(value: str) -> str:
@@ -52,16 +60,20 @@ class IncidentActivities:
 
     @activity.defn(name=START_CASES)
     async def incident_start_cases(self, inp: StartCasesInput) -> StartCasesResult:
-        """Start one case per request, below ordinary cases' priority."""
-        out: list[StartedCase] = []
-        try:
-            for request in inp.requests:
+        """Start one case per request, below ordinary cases' priority, a few at a time:
+        one after another, a batch of 100 took seconds in which the Stripe queue ran dry."""
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def start(request: RefundRequest) -> StartedCase:
+            async with gate:
                 started = await self._cases.start(
                     request, opened_by=f"incident:{inp.incident_id}", priority=INCIDENT_PRIORITY)
-                out.append(StartedCase(case_id=started.case_id, started=started.started))
+            return StartedCase(case_id=started.case_id, started=started.started)
+        try:
+            out = await asyncio.gather(*(start(request) for request in inp.requests))
         except RPCError as exc:
             raise transient(INCIDENT_TRANSIENT, f"starting cases: {exc}") from exc
-        return StartCasesResult(cases=out)
+        return StartCasesResult(cases=list(out))
 
     @activity.defn(name=OPEN_CASES)
     async def incident_open_cases(self, inp: OpenCasesInput) -> OpenCases:

@@ -98,7 +98,7 @@ class IncidentBody(BaseModel):
     charges: list[str] = Field(default_factory=list)
     charges_file: ChargesFile | None = None
     query: ChargeQuery | None = None
-    in_flight: int = Field(100, ge=1, le=1_000)
+    in_flight: int = Field(300, ge=1, le=1_000)
 
 
 class LeadNote(BaseModel):

@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--price", help="query: invoices with a line of this price")
     o.add_argument("--product", help="query: invoices with a line of this product")
     o.add_argument("--refund", default="full", help="full | fixed:usd=500,... | percent:N")
-    o.add_argument("--in-flight", type=int, default=100, help="cases refunding at once")
+    o.add_argument("--in-flight", type=int, default=300, help="cases refunding at once")
     o.add_argument("--batch", type=int, default=25, help=argparse.SUPPRESS)
     o.add_argument("--charges-per-run", type=int, default=1000, help=argparse.SUPPRESS)
     o.add_argument("--task-queue", default=TASK_QUEUE, help=argparse.SUPPRESS)

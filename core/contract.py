@@ -615,8 +615,9 @@ class IncidentRequest(Strict):
                                description="Charge (ch_) or payment-intent (pi_) ids.")
     query: ChargeQuery | None = None
     opened_by: str = Field(min_length=1, max_length=100, description="The lead who opens it.")
-    in_flight: int = Field(100, ge=1, le=1_000, description="Cases refunding at once.")
-    batch: int = Field(25, ge=1, le=200, description="Charges looked up and started at once.")
+    in_flight: int = Field(300, ge=1, le=1_000, description="Cases refunding at once.")
+    batch: int = Field(100, ge=1, le=200, description="Charges looked up and started at once "
+                       "(fewer: the Stripe queue runs dry between batches).")
     charges_per_run: int = Field(1_000, ge=1, le=5_000,
                                  description="Charges per workflow run (continue-as-new).")
 

@@ -22,7 +22,7 @@ from core.config import Settings
 from core.contract import RefundReason, RefundRequest, incident_case_request_id
 from stack.stripe_seed import seed_charge
 from tests.api_support import api_settings, eventually, http
-from tests.stripe_rate_proxy_for_incidents import StripeRateProxy
+from tests.stripe_rate_limit_proxy import StripeRateLimitProxy
 from tests.test_e2e_refund import quick_policy
 from worker import build_worker
 
@@ -36,7 +36,7 @@ CAROL, DAVE, ALICE = ({"Authorization": f"Bearer tok-{n}"} for n in ("carol", "d
 
 async def test_an_incident_from_the_cli_and_the_api_refunds_each_charge_once(
         dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path) -> None:
-    proxy = StripeRateProxy(upstream=localstripe_url, rate=RATE).start()
+    proxy = StripeRateLimitProxy(localstripe_url, RATE, limiter="bucket").start()
     settings: Settings = api_settings(
         TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
         TEMPORAL_NAMESPACE=dev_env.client.namespace, STRIPE_API_BASE=proxy.url,
@@ -115,7 +115,7 @@ async def test_an_incident_from_the_cli_and_the_api_refunds_each_charge_once(
     assert not [e for e in emails if e["template"] == "acknowledgment"]
     [ops] = [e for e in emails if e["template"] == "incident_report"]
     assert ops["to"] == settings.OPS_EMAIL and "4 refunded" in ops["subject"]
-    assert proxy.forwarded >= 5 + 4 * 7  # every request went through the stand-in
+    assert proxy.stats().forwarded >= 5 + 4 * 7  # every request went through the stand-in
 
 
 async def test_open_cases_are_found_through_visibility(dev_env: WorkflowEnvironment) -> None:

@@ -88,6 +88,24 @@ def test_the_window_slides(proxy, clock):
     assert (stats.requests, stats.forwarded, stats.rate_limited) == (13, 10, 3)
 
 
+def test_the_bucket_limiter_lets_a_burst_of_n_through_then_refills_at_n_a_second(
+        localstripe_url, clock):
+    proxy = StripeRateLimitProxy(localstripe_url, rate=5, limiter="bucket", clock=clock,
+                                 log_requests=True).start()
+    try:
+        assert _create_customers(proxy.url, 6) == (5, 1)  # the full bucket, then a 429
+        clock.now += 0.5  # two and a half tokens back
+        assert _create_customers(proxy.url, 3) == (2, 1)
+        clock.now += 10  # never more than the bucket holds
+        assert _create_customers(proxy.url, 7) == (5, 2)
+        assert [c.status for c in proxy.log()].count(429) == 4
+        assert proxy.peak_per_second() == 7  # forwarded within whole second 1000
+        proxy.reset()
+        assert proxy.stats().requests == 0 and proxy.log() == []
+    finally:
+        proxy.stop()
+
+
 def test_a_refused_request_never_reaches_stripe(proxy, localstripe_url):
     seeded = seed_charge(localstripe_url, API_KEY, email="limited@example.com",
                          amount=3000, currency="usd")

@@ -111,8 +111,8 @@ async def test_a_second_lead_approves_then_every_charge_is_refunded_with_the_apo
         case = inc.env.client.get_workflow_handle(inc.case_id("ch_incA"))
         case_a: CaseState = await case.query(RefundCase.state)
         described = await case.describe()
-        await record_history(case, "incident_case")
-        await record_incident(inc, "approved_and_drained")
+        await record_history(case, "incident_case_permits_alongside")
+        await record_incident(inc, "approved_and_drained_permits_alongside")
     assert report.phase == "done" and report.approved_by == "dave"
     assert (report.counts.refunded, report.counts.failed, report.counts.to_agent) == (3, 0, 0)
     assert report.refunded_totals == {"usd": 4900 + 1200 + 4900}
@@ -181,7 +181,7 @@ async def test_cancel_mid_way_withdraws_cases_not_refunding_and_keeps_made_refun
         gathering.set()
         refunding.set()
         report = await inc.result()
-        await record_incident(inc, "cancelled_mid_way")
+        await record_incident(inc, "cancelled_mid_way_permits_alongside")
         withdrawn = await inc.env.client.get_workflow_handle(
             inc.case_id("ch_inc1"), result_type=CaseResult).result()
     assert report.phase == "cancelled" and report.cancelled_by == "erin"
@@ -246,7 +246,7 @@ async def test_a_charge_with_an_open_case_joins_it_instead_of_a_second_case(
                                                   ApproveSignal(agent="alice"))
             progress = await inc.until(lambda p: p.counts.refunded == 2, "the agent's refund")
             report = await inc.result()
-            await record_history(open_case.handle, "incident_joined")
+            await record_history(open_case.handle, "incident_joined_permits_alongside")
             await inc.end_leftovers(ordinary.case_id)
     assert progress.counts.joined == 1 and progress.counts.started == 1
     assert "incident_joined" in kinds(joined)
@@ -304,7 +304,8 @@ async def record_incident(inc: Incident, name: str) -> None:
 
 def test_incident_histories_are_recorded() -> None:
     assert {p.stem for p in INCIDENT_HISTORIES.glob("*.json")} >= {
-        "approved_and_drained", "cancelled_mid_way"}
+        "approved_and_drained", "cancelled_mid_way",  # before stripe-permits-alongside
+        "approved_and_drained_permits_alongside", "cancelled_mid_way_permits_alongside"}
 
 
 @pytest.mark.parametrize("path", sorted(INCIDENT_HISTORIES.glob("*.json")), ids=lambda p: p.stem)

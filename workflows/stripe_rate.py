@@ -10,6 +10,13 @@ queue, and waits for them. An activity that turns out to make more requests than
 paid right after, before the workflow's next step. Ordinary cases go first: incident cases
 run at a lower task priority, which their activities inherit.
 
+The permits are scheduled in the same workflow task as the activity, just before it
+(patch `stripe-permits-alongside`), so the queue dispatches them next to it and the
+requests are made when their tokens are spent. Paid first and waited for, they were
+dispatched seconds before the activity when the queue had a backlog: the activity's
+requests then came in a burst among other tasks' dispatches (up to 46 requests in one
+second at 25/s, and 429s; bench/incident_drain.py).
+
 Used by RefundCase (gather facts, refund, poll) and BillingIncident (look-ups, lists).
 Deterministic: only workflow APIs.
 """
@@ -37,23 +44,29 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
+PERMITS_ALONGSIDE = "stripe-permits-alongside"  # permits in the activity's workflow task
+
 
 def queue() -> str:
     """The Stripe queue of this workflow's task queue (refund-cases -> refund-cases-stripe)."""
     return stripe_task_queue(workflow.info().task_queue)
 
 
+def _permits(requests: int, why: str) -> list[workflow.ActivityHandle[Any]]:
+    """Schedule `requests` permits on the Stripe queue now (this workflow task)."""
+    return [workflow.start_activity(
+                STRIPE_PERMIT, task_queue=queue(),
+                start_to_close_timeout=STRIPE_PERMIT_START_TO_CLOSE,
+                retry_policy=STRIPE_QUEUE_RETRY_POLICY,
+                summary=f"Stripe rate limit: request {i + 2} of {why}")
+            for i in range(max(0, requests))]
+
+
 async def pay(requests: int, why: str) -> None:
     """Dispatch `requests` permits on the Stripe queue (all at once) and wait for them."""
     if requests <= 0:
         return
-    await asyncio.gather(*(
-        workflow.execute_activity(
-            STRIPE_PERMIT, task_queue=queue(),
-            start_to_close_timeout=STRIPE_PERMIT_START_TO_CLOSE,
-            retry_policy=STRIPE_QUEUE_RETRY_POLICY,
-            summary=f"Stripe rate limit: request {i + 2} of {why}")
-        for i in range(requests)))
+    await asyncio.gather(*_permits(requests, why))
 
 
 async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
@@ -63,9 +76,14 @@ async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
     after Stripe's back-off the next attempt is paid for in full, as many times as it
     takes (a 429 is never a failure)."""
     requests = STRIPE_REQUESTS[activity] + extra_requests
+    alongside = workflow.patched(PERMITS_ALONGSIDE)
     limited = 0
     while True:
-        await pay(requests - 1, summary)
+        if alongside:  # the permits, then the activity, in this workflow task
+            permits = _permits(requests - 1, summary)
+        else:
+            await pay(requests - 1, summary)
+            permits = []
         try:
             result: T = await workflow.execute_activity(
                 activity, arg, result_type=result_type, task_queue=queue(),
@@ -76,6 +94,9 @@ async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
             cause = err.cause
             if not (isinstance(cause, ApplicationError) and cause.type == STRIPE_RATE_LIMITED):
                 raise
+        finally:
+            if permits:  # spent whatever the activity did; a failed permit fails the call
+                await asyncio.gather(*permits)
         limited += 1
         await workflow.sleep(rate_limit_backoff(limited, workflow.random().random()),
                              summary=f"Stripe said 429: back off ({summary})")
