@@ -25,21 +25,11 @@ from activities.incident_models import (
     StartedCase,
 )
 from core import search_attributes as sa
-from core.case_client import CaseClient
-from core.contract import (
-    INCIDENT_PRIORITY,
-    WORKFLOW_TYPE,
-    RefundRequest,
-    incident_case_request_id,
-)
+from core.case_client import CaseClient, open_cases_query
+from core.contract import INCIDENT_PRIORITY, RefundRequest, incident_case_request_id
 from core.customer_ref import customer_ref
 
 START_CONCURRENCY = 8  # case starts in flight at once (each is one Temporal RPC)
-
-
-def _literal(value: str) -> str:
-    """A visibility-query string literal (backslash and quote escaped)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class IncidentActivities:
@@ -87,12 +77,7 @@ class IncidentActivities:
         customers = set(refs.values())
         if not ids:
             return OpenCases()
-        clauses = [f"{sa.CHARGE_ID.name} IN ({', '.join(map(_literal, sorted(ids)))})"]
-        if customers:
-            clauses.append(f"{sa.CUSTOMER.name} IN "
-                           f"({', '.join(map(_literal, sorted(customers)))})")
-        query = (f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND "
-                 f"({' OR '.join(clauses)})")
+        query = open_cases_query(ids, customers)
         own = f"refund-{incident_case_request_id(inp.incident_id, '')}"
         found = OpenCases()
         try:

@@ -23,7 +23,14 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError as RPCTim
 from temporalio.common import SearchAttributeKey
 
 from api.deps import Actor, Agent, get_cases, get_client
-from api.intake import INCIDENT_NOT_ALLOWED, CaseStarted, started_response
+from api.intake import (
+    INCIDENT_NOT_ALLOWED,
+    CaseStarted,
+    OpenCaseConflict,
+    open_case_conflict,
+    outcome_of,
+    started_response,
+)
 from api.logging import annotate
 from api.temporal import RPC_TIMEOUT, temporal_call
 from core import search_attributes as sa
@@ -31,6 +38,7 @@ from core.case_client import (
     ActionRefused,
     CaseIsClosed,
     CaseNotFound,
+    OpenCaseOnCharge,
 )
 from core.config import Settings
 from core.contract import (
@@ -227,7 +235,11 @@ async def get_case(request: Request, case_id: str, agent: Agent) -> JSONResponse
 
 @router.post("", status_code=202, response_model=CaseStarted,
              summary="Open a case by hand (agent or lead)",
-             responses={200: {"model": CaseStarted, "description": "Already exists"}})
+             responses={200: {"model": CaseStarted,
+                               "description": "Already exists, or joined the charge's open "
+                                              "case as the customer's reply"},
+                        409: {"model": OpenCaseConflict,
+                              "description": "The charge's open case cannot take it"}})
 async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSONResponse:
     """The agent who opened the case is recorded in the workflow's memo (`opened_by`,
     shown by the Temporal UI and `describe`), not in the request itself."""
@@ -236,10 +248,14 @@ async def open_case(request: Request, body: RefundRequest, agent: Actor) -> JSON
         raise HTTPException(422, INCIDENT_NOT_ALLOWED)
     cases = await get_cases(request)
     body = body.model_copy(update={"received_at": datetime.now(UTC)})
-    async with temporal_call("start case"):
-        started = await cases.start(body, opened_by=f"agent:{agent.agent}")
-    annotate(request, outcome="started" if started.started else "duplicate")
-    return started_response(started.case_id, started.started)
+    try:
+        async with temporal_call("start case"):
+            started = await cases.open(body, opened_by=f"agent:{agent.agent}")
+    except OpenCaseOnCharge as exc:
+        annotate(request, outcome="open_case_on_charge", open_case=exc.case_id)
+        return open_case_conflict(exc)
+    annotate(request, outcome=outcome_of(started))
+    return started_response(started)
 
 
 async def _run_action(request: Request, case_id: str, update: Update, action: BaseModel

@@ -4,7 +4,9 @@ Size first (413 from Content-Length before reading anything, or as soon as the s
 body passes 256 KB), then the signature (401, nothing parsed), then the body (422 with
 field errors), then one start of `refund-<request_id>`. The id is the idempotency key: a
 repeated delivery is refused by Temporal itself (conflict FAIL, reuse REJECT_DUPLICATE)
-and answered 200 "duplicate" with the same case id, even after the case has closed."""
+and answered 200 "duplicate" with the same case id, even after the case has closed. One open
+case per charge: a request for a charge that has an open case joins it as the customer's
+reply (200 "joined", that case's id), or is refused 409 with its id (`CaseClient.open`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from api.bodies import BodyTooLarge, read_limited
 from api.deps import AppSettings, get_cases
 from api.logging import annotate
 from api.temporal import temporal_call
+from core.case_client import OpenCaseOnCharge, Started
 from core.contract import RefundRequest
 
 router = APIRouter(tags=["webhooks"])
@@ -32,13 +35,26 @@ INCIDENT_NOT_ALLOWED = "`incident` is set only by a billing incident (POST /inci
 
 class CaseStarted(BaseModel):
     case_id: str = Field(examples=["refund-req_1042"])
-    status: str = Field(description="started (202) or duplicate (200)", examples=["started"])
+    status: str = Field(description="started (202), duplicate (200) or joined (200: the "
+                                    "open case on the same charge took the request as the "
+                                    "customer's reply)", examples=["started"])
 
 
-def started_response(case_id: str, started: bool) -> JSONResponse:
-    if started:
-        return JSONResponse({"case_id": case_id, "status": "started"}, status_code=202)
-    return JSONResponse({"case_id": case_id, "status": "duplicate"}, status_code=200)
+class OpenCaseConflict(BaseModel):
+    detail: str
+    case_id: str = Field(description="The open case on the charge.")
+
+
+def started_response(started: Started) -> JSONResponse:
+    if started.started:
+        return JSONResponse({"case_id": started.case_id, "status": "started"}, status_code=202)
+    status = "joined" if started.joined else "duplicate"
+    return JSONResponse({"case_id": started.case_id, "status": status}, status_code=200)
+
+
+def open_case_conflict(exc: OpenCaseOnCharge) -> JSONResponse:
+    """409 naming the charge's open case: this request cannot join it."""
+    return JSONResponse({"detail": str(exc), "case_id": exc.case_id}, status_code=409)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -86,8 +102,13 @@ _OPENAPI = {
     response_model=CaseStarted,
     summary="Refund request from the billing system or helpdesk (signed)",
     responses={
-        200: {"model": CaseStarted, "description": "Repeated delivery: the existing case"},
+        200: {"model": CaseStarted, "description": "Repeated delivery: the existing case; "
+                                                  "or joined: the charge's open case took "
+                                                  "it as the customer's reply"},
         401: {"description": "Missing, malformed, wrong or expired signature"},
+        409: {"model": OpenCaseConflict, "description": "The charge has an open case this "
+                                                       "request cannot join (another "
+                                                       "customer's address): its id"},
         413: {"description": "Body too large"},
         422: {"description": "Not a valid RefundRequest (field errors in `detail`), e.g. an "
                             "amount above 99999999, the most Stripe holds"},
@@ -120,8 +141,16 @@ async def refund_request_webhook(request: Request, settings: AppSettings) -> JSO
         return JSONResponse({"detail": INCIDENT_NOT_ALLOWED}, status_code=422)
     annotate(request, case_id=refund_request.case_id, reason=refund_request.reason.value)
     cases = await get_cases(request)
-    async with temporal_call("start case"):
-        started = await cases.start(refund_request)
-    annotate(request, outcome="started" if started.started else "duplicate")
-    return started_response(started.case_id, started.started)
+    try:
+        async with temporal_call("start case"):
+            started = await cases.open(refund_request)
+    except OpenCaseOnCharge as exc:
+        annotate(request, outcome="open_case_on_charge", open_case=exc.case_id)
+        return open_case_conflict(exc)
+    annotate(request, outcome=outcome_of(started))
+    return started_response(started)
+
+
+def outcome_of(started: Started) -> str:
+    return "started" if started.started else "joined" if started.joined else "duplicate"
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from core import case_client
 from core.contract import CASE_ID, CHARGE_ID, DisputeOpenedSignal, RefundUpdateSignal, Signal
 
 REFUND_EVENTS = frozenset(
@@ -135,5 +136,4 @@ def open_cases_query(charge_id: str) -> str:
     cannot break out of its quotes)."""
     if not CHARGE_ID.match(charge_id):
         raise ValueError(f"not a charge id: {charge_id!r}")
-    return (f"WorkflowType = 'RefundCase' AND ExecutionStatus = 'Running' "
-            f"AND RefundChargeId = '{charge_id}'")
+    return case_client.open_cases_query([charge_id])

@@ -31,7 +31,14 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from core.case_client import ActionRefused, CaseClient, CaseIsClosed, CaseNotFound, case_id
+from core.case_client import (
+    ActionRefused,
+    CaseClient,
+    CaseIsClosed,
+    CaseNotFound,
+    OpenCaseOnCharge,
+    case_id,
+)
 from core.client import connect
 from core.config import Settings, get_settings
 from core.contract import (
@@ -205,8 +212,18 @@ async def _open(args: argparse.Namespace, cases: CaseClient) -> int:
         amount=args.amount, currency=args.currency, locale=args.locale,
         documents=args.document,
     )
-    started = await cases.start(request, opened_by="cli")
+    try:
+        started = await cases.open(request, opened_by="cli", channel="cli")
+    except OpenCaseOnCharge as exc:
+        return _refused("wrong_state", str(exc), args.json, case_id=exc.case_id)
     case = started.case_id
+    if started.joined:
+        if args.json:
+            print(json.dumps({"case_id": case, "status": "joined"}))
+        else:
+            print(f"The charge already has the open case {case}: this request joined it as "
+                  f"the customer's reply. See: python starter.py status {case}")
+        return 0
     if not started.started:
         if args.json:
             print(json.dumps({"case_id": case, "status": "duplicate"}))
@@ -221,9 +238,10 @@ async def _open(args: argparse.Namespace, cases: CaseClient) -> int:
     return 0
 
 
-def _refused(code: str, reason: str, as_json: bool) -> int:
+def _refused(code: str, reason: str, as_json: bool, case_id: str | None = None) -> int:
     if as_json:
-        print(json.dumps({"accepted": False, "code": code, "reason": reason}))
+        print(json.dumps({"accepted": False, "code": code, "reason": reason}
+                         | ({"case_id": case_id} if case_id else {})))
     else:
         print(f"Refused ({code}): {reason}", file=sys.stderr)
     return EXIT_REFUSED.get(code, 4)

@@ -5,9 +5,10 @@ search attributes, how a refusal travels) so that none of its users has to."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -25,6 +26,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core import search_attributes as sa
 from core.contract import (
     ACTION_REFUSED,
     TASK_QUEUE,
@@ -32,6 +34,7 @@ from core.contract import (
     ActionResult,
     CaseResult,
     CaseState,
+    CustomerReplySignal,
     Query,
     RefundRequest,
     Signal,
@@ -39,8 +42,14 @@ from core.contract import (
     case_id_for,
     search_attributes_of,
 )
-from core.customer_ref import customer_attribute
+from core.customer_ref import (
+    customer_attribute,
+    customer_ref,
+    is_customer_ref,
+    normalize_email,
+)
 
+MAX_OPEN_CASES_READ = 20  # a charge has one open case; older data may hold a few
 OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
 
 
@@ -51,6 +60,16 @@ class Started:
     case_id: str
     started: bool
     handle: WorkflowHandle[Any, Any] | None = None  # the new run's handle, when started
+    joined: bool = False  # the request joined `case_id`, the open case on its charge
+
+
+class OpenCaseOnCharge(Exception):
+    """The charge already has an open case that this request cannot join (another
+    customer's address): nothing was started; the message names the open case."""
+
+    def __init__(self, case_id: str, reason: str) -> None:
+        super().__init__(f"{reason}: the charge already has the open case {case_id}")
+        self.case_id, self.reason = case_id, reason
 
 
 @dataclass
@@ -80,6 +99,30 @@ class ActionRefused(Exception):
 def case_id(value: str) -> str:
     """A case id from a case id or a request id."""
     return value if value.startswith("refund-") else case_id_for(value)
+
+
+def _literal(value: str) -> str:
+    """A visibility-query string literal (backslash and quote escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def open_cases_query(charges: Iterable[str], customers: Iterable[str] = ()) -> str:
+    """The one visibility query for running cases on these charges (RefundChargeId: a
+    charge, payment intent or purchase ref) or of these customers (RefundCustomer refs):
+    the intake's one-case-per-charge check, Stripe's webhooks and billing incidents."""
+    def one_of(name: str, values: list[str]) -> str:
+        if len(values) == 1:
+            return f"{name} = {_literal(values[0])}"
+        return f"{name} IN ({', '.join(map(_literal, values))})"
+
+    ids, refs = sorted(set(charges)), sorted(set(customers))
+    clauses = [one_of(sa.CHARGE_ID.name, ids)] if ids else []
+    if refs:
+        clauses.append(one_of(sa.CUSTOMER.name, refs))
+    if not clauses:
+        raise ValueError("no charge or customer to look for")
+    where = clauses[0] if len(clauses) == 1 else f"({' OR '.join(clauses)})"
+    return f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND {where}"
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -124,6 +167,68 @@ class CaseClient:
         except WorkflowAlreadyStartedError:
             return Started(case_id, started=False)
         return Started(case_id, started=True, handle=handle)
+
+    async def open(self, request: RefundRequest, *, opened_by: str | None = None,
+                   channel: Literal["api", "cli"] = "api") -> Started:
+        """One open case per charge: a request for a charge that has an open case joins
+        it as the customer's reply (`Started.joined`; its request id makes a redelivery
+        count once), or raises OpenCaseOnCharge when it cannot (another customer's
+        address); otherwise the case starts (`start`). A case that closes between the
+        look-up and the signal is not joined: the request starts its own case."""
+        if await self._exists(request.case_id):
+            return Started(request.case_id, started=False)  # a redelivery: its own case
+        found = await self.open_case_on(request)
+        if found is not None:
+            open_case, customer = found
+            if not await self._same_customer(open_case, customer, request.customer_email):
+                raise OpenCaseOnCharge(open_case, "another customer's request for this "
+                                                  "charge cannot join its case")
+            reply = CustomerReplySignal(
+                text=request.message or f"(a second request: {request.reason.value})",
+                from_email=request.customer_email, attachments=request.documents,
+                channel=channel, request_id=request.request_id)
+            try:
+                await self.signal(open_case, Signal.customer_reply, reply)
+                return Started(open_case, started=False, joined=True)
+            except (CaseIsClosed, CaseNotFound):
+                pass  # it closed meanwhile: this request gets its own case
+        return await self.start(request, opened_by=opened_by)
+
+    async def open_case_on(self, request: RefundRequest) -> tuple[str, str | None] | None:
+        """The oldest running case on the request's charge or payment intent, with its
+        RefundCustomer (visibility: eventually consistent, see the README's one case per
+        charge)."""
+        ids = [i for i in (request.charge_id, request.payment_intent_id) if i]
+        found = [(wf.start_time, wf.id, wf.typed_search_attributes.get(sa.CUSTOMER))
+                 async for wf in self.client.list_workflows(
+                     open_cases_query(ids), limit=MAX_OPEN_CASES_READ,
+                     rpc_timeout=self.rpc_timeout)
+                 if wf.id != request.case_id]
+        if not found:
+            return None
+        _, case_id, customer = min(found, key=lambda f: (f[0], f[1]))
+        return case_id, customer
+
+    async def _same_customer(self, case_id: str, customer: str | None, email: str) -> bool:
+        """Whether `email` is the open case's customer: by its RefundCustomer (a keyed
+        hash, or the address on cases started before), else by asking the case."""
+        if customer and is_customer_ref(customer) and self.customer_ref_key:
+            return customer == customer_ref(email, self.customer_ref_key)
+        if customer and not is_customer_ref(customer):
+            return customer == normalize_email(email)
+        state = await self.state(case_id)
+        known = (state.request.customer_email,
+                 state.facts.customer_email if state.facts else None)
+        return normalize_email(email) in {normalize_email(e) for e in known if e}
+
+    async def _exists(self, case_id: str) -> bool:
+        try:
+            await self.handle(case_id).describe(rpc_timeout=self.rpc_timeout)
+        except RPCError as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        return True
 
     async def state(self, case_id: str) -> CaseState:
         try:

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import httpx
 import stripe
 from fastapi import FastAPI
 from temporalio.client import Client
+from temporalio.common import TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from api import signatures
 from api.app import create_app
@@ -133,6 +136,14 @@ class StandInHandle:
     async def query(self, name: str, *_: Any, **__: Any) -> dict[str, Any]:
         return {"request": {"customer_email": self.client.customer}}
 
+    async def describe(self, **_: Any) -> _Listed:
+        """Only the cases started here or listed on a charge have a run to describe."""
+        started = {kwargs.get("id") for _, _, kwargs in self.client.starts}
+        listed = {i for ids in self.client.cases_by_charge.values() for i in ids}
+        if self.id not in started | listed:
+            raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
+        return _Listed(self.id)
+
     async def execute_update(self, name: str, arg: Any = None, **kwargs: Any) -> Any:
         self.client.updates.append((self.id, name, kwargs))
         return await self.client.on_update(self.id, name, kwargs)
@@ -141,6 +152,8 @@ class StandInHandle:
 class _Listed:
     def __init__(self, workflow_id: str) -> None:
         self.id = workflow_id
+        self.start_time = datetime(2026, 1, 1, tzinfo=UTC)
+        self.typed_search_attributes = TypedSearchAttributes.empty
 
 
 class StandInClient:

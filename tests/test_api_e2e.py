@@ -371,6 +371,51 @@ async def test_inbound_mail_for_an_unknown_case_is_acknowledged(desk: Desk):
     assert resp.status_code == 200 and resp.json()["reason"] == "unknown_case"
 
 
+# --- one open case per charge ----------------------------------------------------------
+
+
+async def test_a_second_request_for_a_charge_joins_its_open_case_once(desk: Desk):
+    charge = desk.seed(4900)
+    first = await desk.open_case(charge, reason="fraud_suspected")  # waits for an agent
+    await desk.reaches(first, "awaiting_agent")
+    await desk.findable_by_charge(charge.charge_id)
+    second = request_body(f"again-{uuid.uuid4().hex[:8]}", customer_email=charge.email.upper(),
+                          charge_id=charge.charge_id, reason="technical_issue",
+                          message="My support ticket number is 4411.")
+    joined = await desk.intake(second)
+    assert (joined.status_code, joined.json()) == (200, {"case_id": first,
+                                                          "status": "joined"})
+    redelivered = await desk.intake(second)
+    assert redelivered.json() == {"case_id": first, "status": "joined"}
+    assert not await _exists(desk.client, f"refund-{second['request_id']}")
+    state = await desk.until(first, lambda s: "request_joined_again" in kinds(s))
+    assert state["progress"]["joined_requests"] == [second["request_id"]]
+    assert kinds(state).count("request_joined") == 1
+    [reply] = state["replies"]
+    assert reply["text"] == "My support ticket number is 4411."
+    assert reply["request_id"] == second["request_id"] and reply["channel"] == "api"
+
+    by_hand = request_body(f"hand-{uuid.uuid4().hex[:8]}", customer_email=charge.email,
+                           charge_id=charge.charge_id, reason="duplicate_charge")
+    resp = await desk.api.post("/cases", json=by_hand, headers=BOB)
+    assert (resp.status_code, resp.json()["status"], resp.json()["case_id"]) == (
+        200, "joined", first)
+
+
+async def test_another_customers_request_for_a_charge_with_an_open_case_is_409(desk: Desk):
+    charge = desk.seed(2500)
+    first = await desk.open_case(charge, reason="fraud_suspected")
+    await desk.findable_by_charge(charge.charge_id)
+    stranger = request_body(f"other-{uuid.uuid4().hex[:8]}", customer_email="eve@example.net",
+                            charge_id=charge.charge_id)
+    resp = await desk.intake(stranger)
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["case_id"] == first and first in resp.json()["detail"]
+    assert not await _exists(desk.client, f"refund-{stranger['request_id']}")
+    state = await desk.state(first)
+    assert state["replies"] == [] and state["progress"]["joined_requests"] == []
+
+
 # --- agents ---------------------------------------------------------------------------
 
 
@@ -463,8 +508,9 @@ async def test_an_action_on_a_case_whose_worker_is_down_is_504(
 async def test_the_customer_filter_finds_an_address_with_a_quote(idle: httpx.AsyncClient):
     email = f"o'brien-{uuid.uuid4().hex[:8]}@example.com"
     other = f"x'or'1'='1-{uuid.uuid4().hex[:8]}@example.com"
-    for address in (email, other):
-        body = request_body(f"quote-{uuid.uuid4().hex[:8]}", customer_email=address)
+    for n, address in enumerate((email, other)):  # one open case per charge: two charges
+        body = request_body(f"quote-{uuid.uuid4().hex[:8]}", customer_email=address,
+                            charge_id=f"ch_quote{n}{uuid.uuid4().hex[:6]}")
         assert (await idle.post("/cases", json=body, headers=BOB)).status_code == 202
 
     async def listed() -> list[dict[str, Any]]:

@@ -68,6 +68,17 @@ async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
         state = await _until(handle, lambda s: s.status == "awaiting_agent")
         assert state.facts is not None and state.facts.customer_email == email
         assert state.decision is not None and state.decision.amount == 50_000
+        # One open case per charge: a second request joins it, another customer's is refused
+        second = f"e2e-{uuid.uuid4().hex[:8]}"
+        assert await cli("open", "--request-id", second, "--email", email, "--charge",
+                         charge.charge_id, "--reason", "technical_issue", "--message",
+                         "It never worked.", "--task-queue", task_queue) == 0
+        state = await _until(handle, lambda s: s.progress.joined_requests == [second])
+        assert state.replies[-1].channel == "cli" and state.replies[-1].text == "It never worked."
+        assert await cli("open", "--request-id", f"x-{second}", "--email", "eve@example.net",
+                         "--charge", charge.charge_id, "--reason", "fraud_suspected",
+                         "--task-queue", task_queue) == 3
+        assert state.status == "awaiting_agent"
         assert await cli("approve", case_id, "--agent", "bob", "--amount", "60000") == 4
         assert await cli("approve", case_id, "--agent", "alice", "--note", "ok") == 0
         state = await _until(handle, lambda s: s.waiting_for == "the customer's feedback")
