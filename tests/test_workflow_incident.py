@@ -236,6 +236,10 @@ async def test_a_charge_with_an_open_case_joins_it_instead_of_a_second_case(
         await open_case.status("awaiting_agent")
         fakes.open_on_charge["ch_incB"] = ordinary.case_id
         req = incident_request(list(fakes.charges))
+        # The incident's own case waits until the agent has refunded: without it, that
+        # case could finish first and the incident end with the joined case still with an
+        # agent (a valid ending, but not the one this test is about).
+        fakes.gather_gates["ch_incA"] = held = asyncio.Event()
         async with Incident(time_env, fakes, req) as inc:
             # the open case lives on the other worker's queue: the incident only signals it
             await approve(inc)
@@ -244,7 +248,9 @@ async def test_a_charge_with_an_open_case_joins_it_instead_of_a_second_case(
             described = await open_case.handle.describe()
             await open_case.handle.execute_update(RefundCase.approve_action,
                                                   ApproveSignal(agent="alice"))
-            progress = await inc.until(lambda p: p.counts.refunded == 2, "the agent's refund")
+            await inc.until(lambda p: p.counts.refunded == 1, "the agent's refund")
+            held.set()
+            progress = await inc.until(lambda p: p.counts.refunded == 2, "the incident's own")
             report = await inc.result()
             await record_history(open_case.handle, "incident_joined_permits_alongside")
             await inc.end_leftovers(ordinary.case_id)
