@@ -28,6 +28,7 @@ from core.config import ROOT
 async def drill(calls: int) -> Counter[int]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
+        dev_server_startup_timeout=binaries.SERVER_STARTUP,
         search_attributes=search_attributes.ALL)
     codes: Counter[int] = Counter()
     try:

@@ -149,6 +149,7 @@ def report(name: str, ms: list[float]) -> None:
 async def main(args: argparse.Namespace) -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
+        dev_server_startup_timeout=binaries.SERVER_STARTUP,
         data_converter=pydantic_data_converter, search_attributes=sa.ALL)
     api = None
     try:

@@ -116,6 +116,7 @@ async def main(argv: list[str] | None = None) -> int:
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
+        dev_server_startup_timeout=binaries.SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         search_attributes=search_attributes.ALL,
         dev_server_log_level="error",

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import shutil
 import sys
+from datetime import timedelta
 from pathlib import Path
+
+# The SDK waits 5 s for a server it starts; a busy 2-core machine needs longer.
+SERVER_STARTUP = timedelta(seconds=60)
 
 
 def _find(name: str, package: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from tests.workflow_doubles import end_cases_left_running
 
 # The SDK waits 5 s for a server to start by default; a machine busy with other suites
 # has been seen to need more (a flaky "did not start within 5s").
-SERVER_STARTUP = timedelta(seconds=60)
+SERVER_STARTUP = binaries.SERVER_STARTUP
 
 @pytest_asyncio.fixture(autouse=True)
 async def _end_cases_left_running() -> AsyncIterator[None]:
