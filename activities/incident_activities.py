@@ -26,7 +26,7 @@ from activities.incident_models import (
 )
 from core import search_attributes as sa
 from core.case_client import CaseClient, open_cases_query
-from core.contract import INCIDENT_PRIORITY, RefundRequest, incident_case_request_id
+from core.contract import INCIDENT_CASE_PRIORITY, RefundRequest, incident_case_request_id
 from core.customer_ref import customer_ref
 
 START_CONCURRENCY = 8  # case starts in flight at once (each is one Temporal RPC)
@@ -57,7 +57,7 @@ class IncidentActivities:
         async def start(request: RefundRequest) -> StartedCase:
             async with gate:
                 started = await self._cases.start(
-                    request, opened_by=f"incident:{inp.incident_id}", priority=INCIDENT_PRIORITY)
+                    request, opened_by=f"incident:{inp.incident_id}", priority=INCIDENT_CASE_PRIORITY)
             return StartedCase(case_id=started.case_id, started=started.started)
         try:
             out = await asyncio.gather(*(start(request) for request in inp.requests))

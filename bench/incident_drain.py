@@ -199,6 +199,7 @@ async def run(args: argparse.Namespace) -> None:
                                  log_requests=args.trace).start()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
+        dev_server_startup_timeout=binaries.SERVER_STARTUP,
         search_attributes=search_attributes.ALL,
         # as the worker: payloads encrypted with the configured (development) key
         data_converter=data_converter(codec_from_settings(get_settings())),
@@ -307,7 +308,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=25.0, help="Stripe requests/s")
     parser.add_argument("--ordinary", type=float, default=2.0, help="ordinary requests/s")
     parser.add_argument("--in-flight", type=int, default=300, help="cases refunding at once")
-    parser.add_argument("--batch", type=int, default=100,
+    parser.add_argument("--batch", type=int, default=20,
                         help="charges looked up and started at once")
     parser.add_argument("--partitions", type=int, default=1, help="task-queue partitions")
     parser.add_argument("--limiter", choices=["bucket", "window"], default="bucket",
