@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core.case_client import CaseClient, ReplyTaken, policy_reopen_window
@@ -25,7 +26,9 @@ from core.models import ApproveSignal, CustomerReplySignal, DenySignal
 from policies.library import register
 from policies.loader import DEFAULT_POLICY, load_policy
 from policies.model import DEFAULT_REOPEN_WITHIN_DAYS
+from tests.api_support import INBOUND_SECRET, app_with, http, inbound_form
 from tests.conftest import time_skipping_server
+from tests.toggle_proxy import ToggleProxy
 from tests.workflow_doubles import (
     STARTED,
     Case,
@@ -180,6 +183,44 @@ async def test_a_redelivered_reply_reopens_the_case_once(
     assert state.progress.reopened == 1 and state.status == "denied"
     assert len([r for r in state.replies if r.message_id == reply.message_id]) == 1
     assert [n.kind for n in fakes.ops].count("case_reopened") == 1
+
+
+async def test_the_inbound_webhook_answers_503_while_temporal_is_down_and_never_loses_it(
+        time_env: WorkflowEnvironment) -> None:
+    """SendGrid posts a reply to a denied case while the API cannot reach Temporal: 503
+    (SendGrid retries) and the case is untouched; its retry reopens the case; one more
+    redelivery of the same mail is taken once."""
+    fakes = Fakes(charge_age=timedelta(days=40))
+    target = time_env.client.service_client.config.target_host
+    async with Case(time_env, fakes, request("change_of_mind")) as case, \
+            ToggleProxy(int(target.rsplit(":", 1)[1])) as proxy:
+        await case.result()
+        closed_run = case.handle.result_run_id
+        api_client = await Client.connect(f"127.0.0.1:{proxy.port}",
+                                          namespace=time_env.client.namespace,
+                                          data_converter=pydantic_data_converter)
+        form = inbound_form(case.handle.id, "ana@example.com", "I accept the upgrade offer.",
+                            headers="Message-ID: <accept-1@mail.example.com>\r\n")
+        url = f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}"
+        async with http(app_with(api_client)) as api:
+            proxy.up = False
+            down = await api.post(url, data=form)
+            untouched = await time_env.client.get_workflow_handle(case.handle.id).describe()
+            proxy.up = True
+            retried = await api.post(url, data=form)
+            case.handle = time_env.client.get_workflow_handle(case.handle.id)
+            STARTED.append(case.handle)
+            state = await case.until(lambda s: s.status == "awaiting_agent", "an agent")
+            again = await api.post(url, data=form)
+            state = await case.until(lambda s: "reply_again" in kinds(s), "the redelivery")
+    assert down.status_code == 503, down.text
+    assert untouched.run_id == closed_run and untouched.status == \
+        WorkflowExecutionStatus.COMPLETED
+    assert retried.json() == {"status": "reopened", "case_id": case.handle.id}, retried.text
+    assert again.json() == {"status": "delivered", "case_id": case.handle.id}, again.text
+    assert state.progress.reopened == 1
+    assert [r.message_id for r in state.replies] == ["<accept-1@mail.example.com>"]
+    assert "upgrade offer" in entries(state, "status")[-1].message
 
 
 def test_the_reopen_window_is_the_pinned_policys_setting(tmp_path: Path) -> None:
