@@ -186,12 +186,23 @@ async def test_a_text_answer_goes_to_an_agent_who_approves_from_the_cli(
         state = await _until(handle, lambda s: s.status == "refunded")
         assert await cli("feedback", case_id, "--rating", "5") == 0
         await handle.result()
+        # A reply after the case completed reopens it for an agent (CLI `reply`, as an
+        # emailed one); the money already moved, so an approval finds nothing left.
+        assert await cli("reply", case_id, "--text", "Could you refund the tax too?") == 0
+        reopened = await _until(handle, lambda s: s.status == "awaiting_agent"
+                                and s.progress.reopened == 1)
+        assert await cli("approve", case_id, "--agent", "alice") == 0
+        await handle.result()
+        closed = await handle.query(RefundCase.state)
 
     assert asked.questions and state.approved_amount == 4_900
+    assert "closed as completed" in reopened.timeline[-1].message
+    assert closed.status == "closed" and "reopened" in [t.kind for t in closed.timeline]
     client = stripe.StripeClient(API_KEY, base_addresses={"api": localstripe_url},
                                  max_network_retries=0)
     refunds = client.v1.refunds.list({"charge": charge.charge_id}).data
     assert [(r.amount, r.metadata["case_id"]) for r in refunds] == [(4_900, case_id)]
     sent = [json.loads(p.read_text()) for p in sorted((tmp_path / "outbox").glob("*.json"))]
     assert [m.get("template") for m in sent].count("info_request") == 1
+    assert [m.get("template") for m in sent].count("refund_completed") == 1
     assert "reminder" not in [m.get("template") for m in sent]
