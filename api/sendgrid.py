@@ -44,7 +44,12 @@ from api.inbound_mail import (
 )
 from api.logging import annotate, event
 from api.temporal import temporal_call
-from core.case_client import CaseNotFound, OpenCaseOnCharge, policy_reopen_window
+from core.case_client import (
+    CaseIsClosed,
+    CaseNotFound,
+    OpenCaseOnCharge,
+    policy_reopen_window,
+)
 from core.contract import CustomerReplySignal, Signal
 from core.reply_address import reply_key
 
@@ -225,6 +230,10 @@ async def sendgrid_inbound(request: Request, settings: AppSettings) -> JSONRespo
     except OpenCaseOnCharge as exc:  # the charge's open case is another customer's
         return _unplaced(request, "open_case_on_charge", case_id=case_id,
                          open_case=exc.case_id)
+    except CaseIsClosed:  # reopened and closed again meanwhile, three times: try later
+        annotate(request, outcome="case_changing")
+        return JSONResponse({"detail": "the case is changing; retry"}, status_code=503,
+                            headers={"Retry-After": "5"})
     if taken.how != "delivered" or taken.case_id != case_id:
         event("inbound_mail_after_close", case_id=case_id, taken_by=taken.case_id,
               how=taken.how)
