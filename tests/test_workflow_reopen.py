@@ -10,6 +10,7 @@ ever on the follow-up timer)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -64,6 +65,13 @@ def _run(taken: ReplyTaken) -> WorkflowHandle[Any, Any]:
     assert taken.handle is not None
     STARTED.append(taken.handle)
     return taken.handle
+
+
+def _denial(state: CaseState) -> DenySignal:
+    """An agent's denial citing the clause the policy cites."""
+    assert state.decision is not None
+    return DenySignal(agent="alice", clause_id=state.decision.clause_ids[0],
+                      note="still past the window")
 
 
 async def _finished(handle: WorkflowHandle[Any, Any]) -> CaseState:
@@ -122,9 +130,10 @@ async def test_a_reply_to_a_denial_within_the_window_goes_to_an_agent_who_can_ap
 async def test_a_reply_to_a_denial_past_the_window_opens_a_linked_case(
         dev_env: WorkflowEnvironment) -> None:
     """On the dev server: one open case per charge asks visibility, which the time-skipping
-    server does not implement."""
+    server does not implement. A charge of its own: the dev server is shared."""
     fakes = Fakes(charge_age=timedelta(days=40))
-    async with Case(dev_env, fakes, request("change_of_mind")) as case:
+    req = request("change_of_mind", charge_id=f"ch_reopen_{uuid.uuid4().hex[:10]}")
+    async with Case(dev_env, fakes, req) as case:
         await case.result()
         old = await case.handle.describe()
         assert old.close_time is not None
@@ -139,9 +148,7 @@ async def test_a_reply_to_a_denial_past_the_window_opens_a_linked_case(
         follow_up = _run(taken)
         case.handle = follow_up
         state = await case.until(lambda s: s.status == "awaiting_agent", "an agent")
-        await follow_up.execute_update(RefundCase.deny_action, DenySignal(
-            agent="alice", clause_id=state.decision.clause_ids[0] if state.decision else "",
-            note="still past the window"))
+        await follow_up.execute_update(RefundCase.deny_action, _denial(state))
         state = await _finished(follow_up)
         await record_history(follow_up, "reopen_follow_up")
         memo = await (await follow_up.describe()).memo_value("follows")
@@ -169,9 +176,7 @@ async def test_a_redelivered_reply_reopens_the_case_once(
         # SendGrid delivers the same mail again while the reopened run waits...
         while_open = await cases.reply(case.handle.id, reply, reopen_window=_window)
         state = await case.until(lambda s: "reply_again" in kinds(s), "the redelivery")
-        await case.handle.execute_update(RefundCase.deny_action, DenySignal(
-            agent="alice", clause_id=state.decision.clause_ids[0] if state.decision else "",
-            note="no refund after the window"))
+        await case.handle.execute_update(RefundCase.deny_action, _denial(state))
         await _finished(case.handle)
         # ... and once more after it closed again: the closed case took it already.
         after_close = await cases.reply(case.handle.id, reply, reopen_window=_window)
