@@ -29,6 +29,7 @@ from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import EmailMessage as MimeMessage
+from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -64,6 +65,7 @@ class InboundMail(BaseModel):
     subject: str = ""
     text: str = Field("", description="The whole text (HTML-only mail converted).")
     attachments: list[Attachment] = Field(default_factory=list)
+    message_id: str | None = Field(None, description="The Message-ID header, if any.")
 
     @property
     def attachment_names(self) -> list[str]:
@@ -391,7 +393,8 @@ def read_inbound(fields: dict[str, bytes], files: Sequence[FilePart] = ()) -> In
         return InboundMail(
             mode="parsed", sender=bare_address(form.get("from")), recipients=recipients(form),
             subject=form.get("subject") or "", text=text,
-            attachments=form_attachments(form.get("attachment-info"), files))
+            attachments=form_attachments(form.get("attachment-info"), files),
+            message_id=_message_id(form.get("headers") or ""))
     message, text, attachments = read_mime(raw)
     found = recipients(form) or [a for a in (_header(message, "to"), _header(message, "cc"))
                                  if a]
@@ -399,7 +402,22 @@ def read_inbound(fields: dict[str, bytes], files: Sequence[FilePart] = ()) -> In
         mode="raw",
         sender=bare_address(form.get("from")) or bare_address(_header(message, "from")),
         recipients=found, subject=form.get("subject") or _header(message, "subject"),
-        text=text, attachments=attachments)
+        text=text, attachments=attachments,
+        message_id=_header(message, "message-id").strip()[:MAX_MESSAGE_ID] or None)
+
+
+MAX_MESSAGE_ID = 300
+
+
+def _message_id(headers: str) -> str | None:
+    """The Message-ID in parsed mode's `headers` field (the raw header block)."""
+    try:
+        value = HeaderParser(policy=policy.default).parsestr(headers).get("message-id")
+    except Exception:
+        return None
+    if value is None:
+        return None
+    return str(value).strip()[:MAX_MESSAGE_ID] or None
 
 
 # --- the new part of a reply ------------------------------------------------------------

@@ -6,11 +6,13 @@ Inbound mail is placed by its per-case reply address `refunds+<case id>+<tag>@<R
 (core.reply_address: the tag is an HMAC of the case id, so an address cannot be made up
 from a guessed case id) and accepted only from the case's customer; both Inbound Parse
 modes (parsed fields, or the raw MIME in `email`) are read. Mail that cannot be placed
-(no case address, a missing or wrong tag, unknown or closed case, a stranger) or that
+(no case address, a missing or wrong tag, unknown case, a stranger) or that
 is refused (more than MAX_FORM_FIELDS fields or MAX_FORM_FILES files, a body over
 MAX_INBOUND_BYTES, MIME the email package cannot read) is logged and answered 200:
 SendGrid retries anything else for days and nothing can change the answer. A broken
-multipart body is 400; a Temporal outage 503 (retry).
+multipart body is 400; a Temporal outage 503 (retry). A reply to a closed case is never
+lost: within its policy's reopen window the case runs again with it (`reopened`), later a
+new case follows it (`follow_up`, with that case's id); see CaseClient.reply.
 
 The Event Webhook is authenticated by SendGrid's signature (SENDGRID_EVENTS_PUBLIC_KEY;
 a timestamp more than 5 minutes away is a replay and refused) and/or a secret in its URL
@@ -18,6 +20,7 @@ a timestamp more than 5 minutes away is a replay and refused) and/or a secret in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -31,7 +34,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api import signatures
 from api.bodies import BodyTooLarge, limited_stream, read_limited
 from api.cases import customer_emails, signal_case
-from api.deps import AppSettings, get_client
+from api.deps import AppSettings, get_cases, get_client
 from api.email_events import email_event_deliveries
 from api.inbound_mail import (
     FilePart,
@@ -40,6 +43,13 @@ from api.inbound_mail import (
     read_inbound,
 )
 from api.logging import annotate, event
+from api.temporal import temporal_call
+from core.case_client import (
+    CaseIsClosed,
+    CaseNotFound,
+    OpenCaseOnCharge,
+    policy_reopen_window,
+)
 from core.contract import CustomerReplySignal, Signal
 from core.reply_address import reply_key
 
@@ -141,6 +151,9 @@ def _secret_ok(request: Request, secret: str | None) -> bool:
                             "logged and refused (over the form limits, unreadable MIME)",
               "content": {"application/json": {"examples": {
                   "delivered": {"value": {"status": "delivered", "case_id": "refund-req_1"}},
+                  "reopened": {"value": {"status": "reopened", "case_id": "refund-req_1"}},
+                  "follow_up": {"value": {"status": "follow_up",
+                                          "case_id": "refund-req_1.f-0a1b2c3d4e5f"}},
                   "ignored": {"value": {"status": "ignored", "reason": "sender_mismatch"}},
                   "forged": {"value": {"status": "ignored", "reason": "bad_reply_tag"}},
                   "refused": {"value": {"status": "refused", "reason": "too_many_fields"}},
@@ -201,13 +214,39 @@ async def sendgrid_inbound(request: Request, settings: AppSettings) -> JSONRespo
         return _unplaced(request, "unknown_case", case_id=case_id)
     if mail.sender is None or mail.sender not in customers:
         return _unplaced(request, "sender_mismatch", case_id=case_id, sender=mail.sender)
-    reply = CustomerReplySignal(text=mail.reply()[:MAX_REPLY_CHARS], from_email=mail.sender,
+    text = mail.reply()[:MAX_REPLY_CHARS]
+    reply = CustomerReplySignal(text=text, from_email=mail.sender,
                                 attachments=mail.attachment_names, channel="email",
-                                attachment_types=mail.attachment_types)
-    if not await signal_case(client, case_id, Signal.customer_reply, reply):
-        return _unplaced(request, "case_closed", case_id=case_id)
-    annotate(request, outcome="delivered")
-    return JSONResponse({"status": "delivered", "case_id": case_id})
+                                attachment_types=mail.attachment_types,
+                                message_id=mail.message_id or _content_id(mail.sender, text,
+                                                                          mail.attachment_names))
+    cases = await get_cases(request)
+    try:
+        async with temporal_call("reply to case"):
+            taken = await cases.reply(case_id, reply,
+                                      reopen_window=policy_reopen_window(settings.REFUND_POLICY_FILE))
+    except CaseNotFound:
+        return _unplaced(request, "unknown_case", case_id=case_id)
+    except OpenCaseOnCharge as exc:  # the charge's open case is another customer's
+        return _unplaced(request, "open_case_on_charge", case_id=case_id,
+                         open_case=exc.case_id)
+    except CaseIsClosed:  # reopened and closed again meanwhile, three times: try later
+        annotate(request, outcome="case_changing")
+        return JSONResponse({"detail": "the case is changing; retry"}, status_code=503,
+                            headers={"Retry-After": "5"})
+    if taken.how != "delivered" or taken.case_id != case_id:
+        event("inbound_mail_after_close", case_id=case_id, taken_by=taken.case_id,
+              how=taken.how)
+    annotate(request, outcome=taken.how)
+    return JSONResponse({"status": taken.how, "case_id": taken.case_id})
+
+
+
+def _content_id(sender: str, text: str, attachments: list[str]) -> str:
+    """A mail without a Message-ID is known by its content (SendGrid redelivers the same
+    post): the key that makes a redelivered reply count once."""
+    content = json.dumps([sender, text, attachments], ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
 @router.post(

@@ -37,7 +37,9 @@ from core.case_client import (
     CaseIsClosed,
     CaseNotFound,
     OpenCaseOnCharge,
+    ReplyTaken,
     case_id,
+    policy_reopen_window,
 )
 from core.client import connect
 from core.config import Settings, get_settings
@@ -154,6 +156,10 @@ async def run(args: argparse.Namespace, client: Client, settings: Settings) -> i
             _show_result(await cases.act(case, update, message), args.json)
             return 0
         signal, message = _customer_message(args)
+        if isinstance(message, CustomerReplySignal):  # a closed case reopens, or a new one
+            taken = await cases.reply(case, message, reopen_window=policy_reopen_window(
+                settings.REFUND_POLICY_FILE))
+            return _show_reply(case, taken, args.json)
         await cases.signal(case, signal, message)
     except ActionRefused as refused:
         return _refused(refused.code, refused.reason, args.json)
@@ -192,6 +198,21 @@ def _action(args: argparse.Namespace) -> tuple[Update, BaseModel] | None:
     if args.command == "close":
         return Update.close, CloseCaseSignal(agent=args.agent, reason=args.reason)
     return None
+
+
+def _show_reply(case: str, taken: ReplyTaken, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"case_id": taken.case_id, "sent": "reply", "status": taken.how}))
+        return 0
+    if taken.how == "reopened":
+        print(f"{case} was closed; the reply reopened it.", end=" ")
+    elif taken.how == "follow_up":
+        print(f"{case} closed before its reopen window; the reply opened {taken.case_id}, "
+              "linked to it.", end=" ")
+    else:
+        print(f"Sent reply to {taken.case_id}.", end=" ")
+    print(f"See: python starter.py status {taken.case_id}")
+    return 0
 
 
 def _customer_message(args: argparse.Namespace) -> tuple[Signal, BaseModel]:

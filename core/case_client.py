@@ -5,9 +5,12 @@ search attributes, how a refusal travels) so that none of its users has to."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -29,14 +32,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import search_attributes as sa
 from core.contract import (
     ACTION_REFUSED,
+    FOLLOWS_MEMO,
+    REOPENED_MEMO,
     TASK_QUEUE,
     WORKFLOW_TYPE,
     ActionResult,
     CaseResult,
     CaseState,
+    ContinuedCase,
     CustomerReplySignal,
+    FollowedCase,
     Query,
     RefundRequest,
+    Reopening,
     Signal,
     Update,
     case_id_for,
@@ -48,7 +56,11 @@ from core.customer_ref import (
     is_customer_ref,
     normalize_email,
 )
+from policies import library
+from policies.model import ReplyRules
 
+MAX_FOLLOW_UP_DOCUMENTS = 20  # RefundRequest.documents' bound
+MAX_FOLLOW_UP_MESSAGE = 10_000  # RefundRequest.message's bound
 MAX_OPEN_CASES_READ = 20  # a charge has one open case; older data may hold a few
 OPENED_BY = "opened_by"  # memo key: "agent:<id>" for a case an agent opened by hand
 
@@ -61,6 +73,17 @@ class Started:
     started: bool
     handle: WorkflowHandle[Any, Any] | None = None  # the new run's handle, when started
     joined: bool = False  # the request joined `case_id`, the open case on its charge
+
+
+@dataclass(frozen=True)
+class ReplyTaken:
+    """Where a customer's reply went: the running case, the closed case reopened (a new
+    run of the same id), or a new case linked to the closed one (past the window)."""
+
+    case_id: str
+    how: Literal["delivered", "reopened", "follow_up"]
+    handle: WorkflowHandle[Any, Any] | None = field(default=None, compare=False)
+    # the run this reply started (reopened, or the new case), for callers that await it
 
 
 class OpenCaseOnCharge(Exception):
@@ -125,6 +148,22 @@ def open_cases_query(charges: Iterable[str], customers: Iterable[str] = ()) -> s
     return f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND {where}"
 
 
+def policy_reopen_window(policy_file: Path) -> Callable[[CaseState], timedelta]:
+    """How long after closing a reply reopens a case: its pinned policy's
+    `replies.reopen_within_days` (the model's default when that policy is not held here:
+    policies are read from `policy_file`'s folder, as the worker does)."""
+    def window(state: CaseState) -> timedelta:
+        library.hold_folder(policy_file.parent)
+        policy = None
+        if state.policy_version and state.policy_sha256:
+            with contextlib.suppress(library.UnknownPolicy):
+                policy = library.resolve(library.PolicyRef(
+                    version=state.policy_version, sha256=state.policy_sha256))
+        policy = policy or library.by_version(state.policy_version or "")
+        return (policy.reply_rules if policy else ReplyRules()).reopen_window
+    return window
+
+
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
@@ -144,7 +183,8 @@ class CaseClient:
         return self.client.get_workflow_handle(case_id)
 
     async def start(self, request: RefundRequest, *, opened_by: str | None = None,
-                    priority: Priority | None = None) -> Started:
+                    priority: Priority | None = None,
+                    memo: dict[str, Any] | None = None) -> Started:
         """Start the case; nothing is started when this request id was seen before, even
         once its case closed (a new run would email and assess the customer again).
         `priority`: a billing incident's cases go after ordinary ones."""
@@ -160,7 +200,8 @@ class CaseClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(attributes),
-                memo={OPENED_BY: opened_by} if opened_by else None,
+                memo={**(memo or {}), **({OPENED_BY: opened_by} if opened_by else {})}
+                or None,
                 priority=priority or Priority.default,
                 rpc_timeout=self.rpc_timeout,
             )
@@ -169,7 +210,8 @@ class CaseClient:
         return Started(case_id, started=True, handle=handle)
 
     async def open(self, request: RefundRequest, *, opened_by: str | None = None,
-                   channel: Literal["api", "cli"] = "api") -> Started:
+                   channel: Literal["api", "cli", "email"] = "api",
+                   memo: dict[str, Any] | None = None) -> Started:
         """One open case per charge: a request for a charge that has an open case joins
         it as the customer's reply (`Started.joined`; its request id makes a redelivery
         count once), or raises OpenCaseOnCharge when it cannot (another customer's
@@ -192,7 +234,85 @@ class CaseClient:
                 return Started(open_case, started=False, joined=True)
             except (CaseIsClosed, CaseNotFound):
                 pass  # it closed meanwhile: this request gets its own case
-        return await self.start(request, opened_by=opened_by)
+        return await self.start(request, opened_by=opened_by, memo=memo)
+
+    async def reply(self, case_id: str, reply: CustomerReplySignal, *,
+                    reopen_window: Callable[[CaseState], timedelta],
+                    now: datetime | None = None) -> ReplyTaken:
+        """The customer's reply reaches a case whatever happened to it: the running case
+        takes it; a case that completed less than `reopen_window(state)` ago runs again
+        with it (a new run of the same id); later, or a case that did not end normally
+        (terminated), a new case linked to it takes it. A reply whose `message_id` a case
+        took already is taken once (a redelivered mail). CaseNotFound: no such case;
+        transport errors are raised (the webhook answers 503, the sender retries)."""
+        for _ in range(3):  # again when another reply reopened the case meanwhile
+            try:
+                await self.signal(case_id, Signal.customer_reply, reply)
+                return ReplyTaken(case_id, "delivered")
+            except CaseIsClosed:
+                pass
+            desc = await self.handle(case_id).describe(rpc_timeout=self.rpc_timeout)
+            if desc.status == WorkflowExecutionStatus.RUNNING:
+                continue
+            state = await self.state(case_id)  # the closed run's last state
+            if reply.message_id and reply.message_id in state.progress.reply_ids:
+                return ReplyTaken(case_id, "delivered")  # the case took it already
+            closed_at = desc.close_time
+            within = closed_at is None or (now or datetime.now(UTC)) - closed_at \
+                <= reopen_window(state)
+            # The new run, or the new case, runs where the closed one ran.
+            cases = CaseClient(self.client, task_queue=desc.task_queue,
+                               rpc_timeout=self.rpc_timeout,
+                               customer_ref_key=self.customer_ref_key)
+            if desc.status != WorkflowExecutionStatus.COMPLETED or not within:
+                return await cases.open_follow_up(state, reply)
+            reopening = Reopening(closed_status=state.status, closed_at=closed_at,
+                                  closed_run_id=desc.run_id, reply=reply)
+            try:
+                handle = await cases._reopen(state, reopening)
+            except WorkflowAlreadyStartedError:
+                continue  # another reply reopened it first: this one is signalled to it
+            return ReplyTaken(case_id, "reopened", handle)
+        raise CaseIsClosed(case_id)  # reopened and closed again three times meanwhile
+
+    async def _reopen(self, state: CaseState, reopening: Reopening
+                      ) -> WorkflowHandle[Any, Any]:
+        """A new run of the closed case (same id) carrying its state and the reply. Only
+        when no run is open (conflict policy FAIL): two replies reopen it once."""
+        attributes = search_attributes_of(state)
+        if self.customer_ref_key:
+            attributes.append(customer_attribute(state.request.customer_email,
+                                                 self.customer_ref_key))
+        return await self.client.start_workflow(
+            WORKFLOW_TYPE, ContinuedCase(state=state, reopen=reopening), id=state.case_id,
+            task_queue=self.task_queue, result_type=CaseResult,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes(attributes),
+            memo={REOPENED_MEMO: reopening.model_dump(mode="json", exclude={"reply"})},
+            rpc_timeout=self.rpc_timeout)
+
+    async def open_follow_up(self, state: CaseState, reply: CustomerReplySignal
+                             ) -> ReplyTaken:
+        """A new case for the same purchase, linked to the closed one (memo `follows`,
+        a `follows` entry in its timeline): the reply is its message, its files its
+        documents. Its request id is the closed one's + `.f-` + a digest of the reply's
+        message id (or content), so a redelivered mail opens it once and ops find every
+        follow-up of a case with `WorkflowId STARTS_WITH 'refund-<request id>.f-'`. When
+        the charge has another open case, the reply joins that case instead (`open`)."""
+        old = state.request
+        key = reply.message_id or "\n".join([reply.text, *reply.attachments])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        request = RefundRequest.model_validate(old.model_dump() | {
+            "request_id": f"{old.request_id[:100]}.f-{digest}",
+            "message": reply.text[:MAX_FOLLOW_UP_MESSAGE] or old.message,
+            "documents": reply.attachments[:MAX_FOLLOW_UP_DOCUMENTS],
+            "received_at": datetime.now(UTC), "incident": None})
+        follows = FollowedCase(case_id=state.case_id, closed_status=state.status)
+        started = await self.open(request, channel="email",
+                                  memo={FOLLOWS_MEMO: follows.model_dump(mode="json")})
+        return ReplyTaken(started.case_id, "delivered" if started.joined else "follow_up",
+                          started.handle)
 
     async def open_case_on(self, request: RefundRequest) -> tuple[str, str | None] | None:
         """The oldest running case on the request's charge or payment intent, with its

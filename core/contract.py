@@ -74,9 +74,12 @@ __all__ = [
     "ACTION_REFUSED",
     "CASE_ID",
     "CHARGE_ID",
+    "FOLLOWS_MEMO",
+    "MAX_REPLY_IDS_KEPT",
     "OPEN_STATUSES",
     "QUEUE_MEMO",
     "QUEUE_STATUSES",
+    "REOPENED_MEMO",
     "REQUEST_ID_PATTERN",
     "TASK_QUEUE",
     "TERMINAL_STATUSES",
@@ -100,6 +103,7 @@ __all__ = [
     "DisputeOpenedSignal",
     "EmailEventSignal",
     "FeedbackSignal",
+    "FollowedCase",
     "Locale",
     "NoteSignal",
     "Query",
@@ -109,6 +113,7 @@ __all__ = [
     "RefundStatusName",
     "RefundUpdateSignal",
     "RefusalCode",
+    "Reopening",
     "RequestInfoSignal",
     "RetryRefundSignal",
     "RetryStripeSignal",
@@ -275,6 +280,11 @@ class CaseProgress(BaseModel):
     # Replies (issue 11): no question twice.
     questions_asked: list[str] = Field(
         default_factory=list, description="every question emailed so far (never twice)")
+    # Replies after closing (issue 11): never lost, each taken once.
+    reopened: int = Field(0, description="times a reply after closing reopened the case")
+    reply_ids: list[str] = Field(
+        default_factory=list, description="message ids of the replies taken (the latest "
+                                          "MAX_REPLY_IDS_KEPT): a redelivered mail is taken once")
 
 
 class CaseState(BaseModel):
@@ -364,12 +374,33 @@ class CaseResult(BaseModel):
     refund_id: str | None = None
 
 
+class Reopening(BaseModel):
+    """Why a closed case runs again: the customer replied within the reopen window of its
+    policy; the reply comes with it (the new run takes it first)."""
+
+    closed_status: CaseStatus
+    closed_at: datetime | None = None
+    closed_run_id: str | None = Field(None, description="The run that closed (Temporal).")
+    reply: CustomerReplySignal
+
+
+class FollowedCase(BaseModel):
+    """Memo `follows` of a case opened by a reply to a closed case past its reopen
+    window: which case it follows and how that one closed."""
+
+    case_id: str
+    closed_status: CaseStatus
+
+
 class ContinuedCase(BaseModel):
     """What a case carries into its next run when it continues as new: its whole state
-    and the policy it pinned (the policy file may have changed since)."""
+    and the policy it pinned (the policy file may have changed since). A case reopened by
+    a reply after closing (`reopen`) carries no policy: the new run resolves the one its
+    state pinned (version and content hash) from the worker's policies."""
 
     state: CaseState
-    policy: Policy
+    policy: Policy | None = None
+    reopen: Reopening | None = None
 
 
 def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
@@ -398,6 +429,11 @@ def search_attributes_of(case: CaseState) -> list[SearchAttributePair[Any]]:
 # --- what the agent console reads from visibility -------------------------------------
 
 QUEUE_MEMO = "queue"  # memo key of the QueueCard, kept by the workflow
+# Replies after closing: a case opened for a reply past the reopen window names the closed
+# case it follows; a reopened run says what closed (Reopening as JSON).
+FOLLOWS_MEMO = "follows"  # FollowedCase as JSON
+REOPENED_MEMO = "reopened"  # Reopening (without the reply) as JSON
+MAX_REPLY_IDS_KEPT = 100
 # The statuses of the agents' queue: only their waits carry a RefundDeadline and a full
 # card (other waits, e.g. for Stripe's webhook, change nothing in visibility).
 QUEUE_STATUSES = frozenset(

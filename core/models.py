@@ -252,6 +252,9 @@ class CustomerReplySignal(Strict):
     attachment_types: dict[str, str] = Field(
         default_factory=dict, description="Content type of each attachment by name, as the "
                                           "sender's mail claims it (image/png...).")
+    message_id: str | None = Field(
+        None, max_length=300, description="The mail's Message-ID (or a digest of it): a "
+                                          "redelivered reply is taken once.")
 
 
 RefundStatusName = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from core.models import Strict
 from policies.loader import PolicyError, load_policy
@@ -40,8 +41,18 @@ class UnknownPolicy(RuntimeError):
 _LATER_SECTIONS = ("replies",)
 
 
+# Settings added to a section later: absent (None), they are left out of the hash too.
+_LATER_SETTINGS = {"replies": ("reopen_within_days",)}
+
+
 def fingerprint(policy: Policy) -> str:
-    absent = {name for name in _LATER_SECTIONS if getattr(policy, name) is None}
+    absent: dict[str, Any] = {name: True for name in _LATER_SECTIONS
+                              if getattr(policy, name) is None}
+    for section, names in _LATER_SETTINGS.items():
+        held = getattr(policy, section)
+        unset = {n: True for n in names if held is not None and getattr(held, n) is None}
+        if unset and section not in absent:
+            absent[section] = unset
     return hashlib.sha256(policy.model_dump_json(exclude=absent).encode()).hexdigest()
 
 

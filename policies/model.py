@@ -208,11 +208,22 @@ class AnswerRule(Strict):
         return out
 
 
+DEFAULT_REOPEN_WITHIN_DAYS = 30
+
+
 class ReplyRules(Strict):
-    """How the customer's replies count: what answers each document question."""
+    """How the customer's replies count: what answers each document question, and how
+    many days after a case closed a reply reopens it (later, it opens a new case linked to
+    the closed one). Absent: DEFAULT_REOPEN_WITHIN_DAYS (and the policy keeps its hash)."""
 
     answers: dict[str, AnswerRule] = Field(default_factory=dict,
                                            description="Document kind -> what answers it.")
+    reopen_within_days: int | None = Field(None, ge=0, le=3650, strict=True)
+
+    @property
+    def reopen_window(self) -> timedelta:
+        days = self.reopen_within_days
+        return timedelta(days=DEFAULT_REOPEN_WITHIN_DAYS if days is None else days)
 
 
 class Exclusions(Strict):

@@ -22,6 +22,7 @@ from core.contract import CaseState
 from core.models import FeedbackSignal
 from policies.loader import DEFAULT_POLICY
 from stack.stripe_seed import seed_charge
+from tests.api_support import INBOUND_SECRET, api_settings, app_for, http, inbound_form
 from tests.workflow_doubles import record_history
 from worker import build_worker
 from workflows.refund_case import RefundCase
@@ -145,3 +146,63 @@ async def test_demo_seeds_a_charge_and_opens_a_case(
     assert state.status == "completed"
     assert state.decision is not None and state.decision.outcome == "approve"
     assert state.refund is not None and state.refund.amount == 4900
+
+
+async def test_a_text_answer_goes_to_an_agent_who_approves_from_the_cli(
+        dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path) -> None:
+    """A request that needs a document; the customer answers in words only, by email
+    (SendGrid Inbound Parse into the API): an agent reads it instead of a second question,
+    approves from the CLI, and the money moves in Stripe."""
+    settings = Settings(
+        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        TEMPORAL_NAMESPACE=dev_env.client.namespace,
+        STRIPE_API_BASE=localstripe_url, STRIPE_API_KEY=API_KEY, SENDGRID_API_KEY=None,
+        OUTBOX_DIR=tmp_path / "outbox", REFUND_POLICY_FILE=quick_policy(tmp_path / "p.yaml"),
+    )
+    task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
+    email = f"e2e-{uuid.uuid4().hex[:6]}@example.com"
+    charge = await asyncio.to_thread(seed_charge, localstripe_url, API_KEY, email=email,
+                                     amount=4_900, currency="usd")
+    request_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    case_id = f"refund-{request_id}"
+    answer = "I already explained all of this to your colleague on the phone."
+
+    async def cli(*argv: str) -> int:
+        return await asyncio.to_thread(cases.main, list(argv), settings=settings)
+
+    async with build_worker(dev_env.client, settings, task_queue=task_queue), \
+            http(app_for(dev_env.client, api_settings())) as api:
+        assert await cli("open", "--request-id", request_id, "--email", email, "--charge",
+                         charge.charge_id, "--reason", "technical_issue",
+                         "--task-queue", task_queue) == 0
+        handle = dev_env.client.get_workflow_handle_for(RefundCase.run, case_id)
+        asked = await _until(handle, lambda s: s.status == "awaiting_info")
+        mail = await api.post(f"/webhooks/sendgrid/inbound?secret={INBOUND_SECRET}",
+                              data=inbound_form(case_id, email, answer))
+        assert mail.json() == {"status": "delivered", "case_id": case_id}, mail.text
+        state = await _until(handle, lambda s: s.status == "awaiting_agent")
+        assert "colleague on the phone" in state.timeline[-1].message
+        assert await cli("approve", case_id, "--agent", "alice", "--note", "called her") == 0
+        state = await _until(handle, lambda s: s.status == "refunded")
+        assert await cli("feedback", case_id, "--rating", "5") == 0
+        await handle.result()
+        # A reply after the case completed reopens it for an agent (CLI `reply`, as an
+        # emailed one); the money already moved, so an approval finds nothing left.
+        assert await cli("reply", case_id, "--text", "Could you refund the tax too?") == 0
+        reopened = await _until(handle, lambda s: s.status == "awaiting_agent"
+                                and s.progress.reopened == 1)
+        assert await cli("approve", case_id, "--agent", "alice") == 0
+        await handle.result()
+        closed = await handle.query(RefundCase.state)
+
+    assert asked.questions and state.approved_amount == 4_900
+    assert "closed as completed" in reopened.timeline[-1].message
+    assert closed.status == "closed" and "reopened" in [t.kind for t in closed.timeline]
+    client = stripe.StripeClient(API_KEY, base_addresses={"api": localstripe_url},
+                                 max_network_retries=0)
+    refunds = client.v1.refunds.list({"charge": charge.charge_id}).data
+    assert [(r.amount, r.metadata["case_id"]) for r in refunds] == [(4_900, case_id)]
+    sent = [json.loads(p.read_text()) for p in sorted((tmp_path / "outbox").glob("*.json"))]
+    assert [m.get("template") for m in sent].count("info_request") == 1
+    assert [m.get("template") for m in sent].count("refund_completed") == 1
+    assert "reminder" not in [m.get("template") for m in sent]

@@ -51,13 +51,18 @@ class Refusal:
     reason: str
 
 
-async def decide(rt: CaseRuntime, *, resumed: bool = False) -> int | None:
+async def decide(rt: CaseRuntime, *, resumed: bool = False, review: str | None = None
+                 ) -> int | None:
     """Until the case is approved (the amount) or closed (None). `resumed`: a continued
-    run picks up the wait for people (an agent, or the customer's reply) it left."""
+    run picks up the wait for people (an agent, or the customer's reply) it left.
+    `review`: a reply after closing goes to agents first, with why (reopen.py)."""
     case = rt.case
     undeliverable = False
     action: AgentDecision | None = None
-    if resumed and case.status == CaseStatus.awaiting_agent and case.decision is not None:
+    if review is not None:
+        action = await _await_agents(rt, evaluate_case(rt), why=review)
+        action = action or _agents_move(rt)
+    elif resumed and case.status == CaseStatus.awaiting_agent and case.decision is not None:
         action = await _await_agents(rt, case.decision, resumed=True)
     elif resumed and case.status == CaseStatus.awaiting_info:
         asked = await ask(rt, case.questions, "", resumed=True)

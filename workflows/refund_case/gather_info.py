@@ -11,6 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from core.contract import (
+        MAX_REPLY_IDS_KEPT,
         UNDELIVERABLE_EMAIL_EVENTS,
         CaseStatus,
         CustomerReplySignal,
@@ -107,6 +108,13 @@ def on_reply(rt: CaseRuntime, sig: CustomerReplySignal) -> None:
     case's state; a rating in a reply to the follow-up email is feedback. What is kept is
     bounded (the latest replies, each capped), so no customer can outgrow the case."""
     case, progress = rt.case, rt.case.progress
+    if sig.message_id is not None:  # a redelivered mail is taken once
+        if sig.message_id in progress.reply_ids:
+            rt.record("reply_again", "The same reply was delivered again; it was taken "
+                      "once", actor="customer")
+            return
+        progress.reply_ids.append(sig.message_id)
+        del progress.reply_ids[:-MAX_REPLY_IDS_KEPT]
     progress.replies_received += 1
     kept = sig
     if len(sig.text) > MAX_REPLY_CHARS:

@@ -44,6 +44,10 @@ BASELINE_IDS = frozenset({
     AGENTS_LIFECYCLE, REPLY_ANSWERS, FULL_WIDTH_RATING,
 })
 
+# After the baseline (asked on their own):
+# A reply after closing: a reopened run (same id) or a case linked to the closed one.
+REPLY_REOPENS = "replies-reopen-closed-cases"
+
 
 def begin_run() -> bool:
     """Asked first thing in every run (RefundCase.run): whether this run has the baseline."""

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from .gather_info import on_email_event, on_reply
     from .policy import load_policy
     from .refund import on_refund_update, refund, report_failed
+    from .reopen import announce_follow_up, pinned_policy, reopen
     from .runtime import CaseClosed, CaseRuntime, ContinueAsNewNow
     from .special import close_if_disputed, on_dispute, on_withdraw
 
@@ -56,7 +57,8 @@ class RefundCase:
     def __init__(self, start: RefundRequest | ContinuedCase) -> None:
         if isinstance(start, ContinuedCase):  # the same case, with its pinned policy
             self.rt = CaseRuntime(start.state)
-            self.rt.pin_policy(start.policy)
+            self.rt.pin_policy(start.policy if start.policy is not None
+                               else pinned_policy(start.state))  # a reopened case
         else:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
@@ -69,7 +71,13 @@ class RefundCase:
         rt = self.rt
         request = rt.case.request
         continued = start if isinstance(start, ContinuedCase) else None
-        if continued is None:
+        reopening = continued.reopen if continued is not None else None
+        review: str | None = None  # why an agent reads a reply after closing first
+        if reopening is not None and patches.has(patches.REPLY_REOPENS):
+            rt.may_continue = True  # a reply after closing: a new run (reopen.py)
+            rt.paths = patches.AgentPaths.now()
+            incident.start_reporting(rt, self.incident)
+        elif continued is None:
             rt.may_continue = patches.has(patches.CONTINUE_AS_NEW)
             rt.case.progress.clauses_fit_facts = patches.has(patches.TEXT_CLAUSES_FIT_FACTS)
             rt.paths = patches.AgentPaths.now()
@@ -89,8 +97,13 @@ class RefundCase:
             if continued is None:
                 await load_policy(rt)                 # 3. the policy in force, pinned
                 await acknowledge(rt)                 # 1. acknowledge within the SLA
+                review = await announce_follow_up(rt)  # opened by a reply to a closed case
                 await assess_case(rt)                 # 2. assess validity and risk
-            amount = await decide.decide(rt, resumed=continued is not None)  # 3-5
+            elif reopening is not None:
+                review = await reopen(rt, reopening)  # takes the reply it came with
+                await assess_case(rt)                 # 2. the facts as they are now
+            amount = await decide.decide(rt, resumed=continued is not None  # 3-5
+                                         and reopening is None, review=review)
             while amount is not None:
                 outcome = await refund(rt, amount)    # 6. refund exactly once
                 if outcome == "refunded" and not await follow_up(rt):  # 7. follow up
