@@ -57,7 +57,8 @@ class IncidentActivities:
         async def start(request: RefundRequest) -> StartedCase:
             async with gate:
                 started = await self._cases.start(
-                    request, opened_by=f"incident:{inp.incident_id}", priority=INCIDENT_CASE_PRIORITY)
+                    request, opened_by=f"incident:{inp.incident_id}",
+                    priority=INCIDENT_CASE_PRIORITY)
             return StartedCase(case_id=started.case_id, started=started.started)
         try:
             out = await asyncio.gather(*(start(request) for request in inp.requests))
