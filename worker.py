@@ -124,7 +124,8 @@ def build_worker(
         # A few at a time: a task dispatched is a request paid for now, so a worker that
         # stalls must not hold many to run them in one burst later.
         max_concurrent_activities=STRIPE_WORKER_SLOTS)
-    return Workers(main, stripe)
+    chosen_queues = {"all": (main, stripe), "cases": (main,), "stripe": (stripe,)}
+    return Workers(*chosen_queues[settings.WORKER_QUEUES])
 
 
 async def main() -> None:
@@ -135,8 +136,9 @@ async def main() -> None:
     runtime = prometheus_runtime(address) if address else None
     client = await connect(settings, runtime=runtime)
     workers = build_worker(client, settings)
-    logging.info("worker polling %s and %s (at most %s Stripe requests/s) on %s; metrics %s",
-                 TASK_QUEUE, stripe_task_queue(TASK_QUEUE), settings.STRIPE_MAX_REQUESTS_PER_SECOND,
+    polled = " and ".join(w.task_queue for w in workers.workers)
+    logging.info("worker polling %s (at most %s Stripe requests/s) on %s; metrics %s",
+                 polled, settings.STRIPE_MAX_REQUESTS_PER_SECOND,
                  client.service_client.config.target_host,
                  f"http://{address}/metrics" if address else "off")
     await workers.run()

@@ -88,15 +88,20 @@ def refunds_per_charge(upstream: str, charges: list[str]) -> Counter[int]:
         return Counter(pool.map(count, charges))
 
 
-def start_worker(address: str, proxy_url: str, rate: float, outbox: Path, log: Path
-                 ) -> subprocess.Popen[bytes]:
+def start_workers(address: str, proxy_url: str, rate: float, outbox: Path, logs: Path,
+                  queues: list[str]) -> list[subprocess.Popen[bytes]]:
+    """`python worker.py` once per entry of `queues` (WORKER_QUEUES: all, cases, stripe)."""
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "STRIPE_API_BASE": proxy_url,
            "STRIPE_API_KEY": API_KEY, "STRIPE_MAX_REQUESTS_PER_SECOND": str(rate),
            "OUTBOX_DIR": str(outbox), "PYTHONPATH": str(ROOT)}
     env.pop("SENDGRID_API_KEY", None)
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
-                                stdout=out, stderr=out)
+    workers = []
+    for queues_of_one in queues:
+        with (logs / f"worker-{queues_of_one}.log").open("wb") as out:
+            workers.append(subprocess.Popen(
+                [sys.executable, "worker.py"], cwd=ROOT, stdout=out, stderr=out,
+                env={**env, "WORKER_QUEUES": queues_of_one}))
+    return workers
 
 
 async def send_ordinary(cases: CaseClient, charges: list[str], per_second: float,
@@ -145,7 +150,7 @@ def cpu_seconds_of_children() -> dict[str, float]:
             if int(fields[1]) != me:
                 continue
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            name = ("worker" if "worker.py" in cmd else "localstripe" if "localstripe" in cmd
+            name = ("workers" if "worker.py" in cmd else "localstripe" if "localstripe" in cmd
                     else "temporal server" if "temporal" in cmd else cmd[:40])
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
@@ -181,7 +186,8 @@ async def run(args: argparse.Namespace) -> None:
     expected = drain_requests / incident_rate
     print(f"N = {n} incident charges; Stripe limit {rate:g} requests/s (the worker's queue "
           f"dispatches {dispatch:g}/s); ordinary requests {args.ordinary:g}/s; in flight "
-          f"{args.in_flight}, batch {args.batch}; stand-in limiter: {args.limiter}")
+          f"{args.in_flight}, batch {args.batch}; stand-in limiter: {args.limiter}; "
+          f"Stripe queue worker in its own process: {args.stripe_process}")
     print(f"expected: dry run {n} requests, about {n / dispatch:.0f} s; drain about "
           f"{drain_requests} incident requests + {REQUESTS_PER_ORDINARY} per ordinary "
           f"request, about {expected:.0f} s ({expected / 60:.1f} min) at the limit; "
@@ -207,7 +213,8 @@ async def run(args: argparse.Namespace) -> None:
             "--dynamic-config-value", f"matching.numTaskqueueReadPartitions={args.partitions}",
             "--dynamic-config-value", f"matching.numTaskqueueWritePartitions={args.partitions}"])
     address = env.client.service_client.config.target_host
-    worker = start_worker(address, proxy.url, rate, work / "outbox", work / "worker.log")
+    workers = start_workers(address, proxy.url, rate, work / "outbox", work,
+                            ["cases", "stripe"] if args.stripe_process else ["all"])
     try:
         t = time.monotonic()
         charges = await asyncio.to_thread(seed, upstream, n, "inc")
@@ -293,8 +300,10 @@ async def run(args: argparse.Namespace) -> None:
         else:
             print(f"  4. no ordinary request was acknowledged ({len(sent)} sent)")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
         await env.shutdown()
         proxy.stop()
         localstripe.terminate()
@@ -310,6 +319,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=300, help="cases refunding at once")
     parser.add_argument("--batch", type=int, default=20,
                         help="charges looked up and started at once")
+    parser.add_argument("--stripe-process", action=argparse.BooleanOptionalAction,
+                        default=True, help="the Stripe queue's worker in a process of its "
+                        "own (WORKER_QUEUES=stripe), the cases' in another")
     parser.add_argument("--partitions", type=int, default=1, help="task-queue partitions")
     parser.add_argument("--limiter", choices=["bucket", "window"], default="bucket",
                         help="the stand-in's limiter (bucket: Stripe's algorithm)")

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # history when they next wake) and activities run at once.
     WORKER_MAX_CACHED_WORKFLOWS: int = Field(1000, ge=0)
     WORKER_MAX_CONCURRENT_ACTIVITIES: int = Field(100, ge=1)
+    # Which queues this worker process polls: both, or one of them. The Stripe queue in
+    # a process of its own makes each request when its token is spent, even while the
+    # cases' worker is busy (a stall there bunched requests into 429s).
+    WORKER_QUEUES: Literal["all", "cases", "stripe"] = "all"
     INTAKE_WEBHOOK_SECRET: str = DEV_INTAKE_SECRET
     AGENT_TOKENS: dict[str, AgentIdentity] = Field(
         default_factory=lambda: {k: AgentIdentity(**v) for k, v in DEV_AGENT_TOKENS.items()}
