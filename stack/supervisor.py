@@ -3,8 +3,9 @@ defaults and supervise it until Ctrl-C.
 
 Started in order, each waited for before the next: the Temporal dev server (UI on
 TEMPORAL_UI_PORT, state in DATA_DIR/temporal.db so cases survive a restart, our search
-attributes registered), localstripe (state in DATA_DIR/localstripe.pickle), the worker
-(until it polls `refund-cases`), the HTTP API (until /healthz answers 200).
+attributes registered), localstripe (state in DATA_DIR/localstripe.pickle), the cases'
+worker (until it polls `refund-cases`), the Stripe queue's worker in a process of its own
+(until it polls `refund-cases-stripe`), the HTTP API (until /healthz answers 200).
 
 If any child dies, the supervisor stops all the others and exits non-zero with a message
 naming the child and the end of its log. It does not restart it: on a developer machine a
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activities.stripe_models import stripe_task_queue
 from core import binaries, search_attributes
 from core.config import ROOT, ConfigError, Settings, load_settings
 from core.contract import TASK_QUEUE
@@ -142,8 +144,16 @@ class Stack:
         return Child("localstripe", argv, self.logs / "localstripe.log")
 
     def _worker(self) -> Child:
+        """The cases' worker (workflows and every activity but Stripe's)."""
         return Child("worker", [sys.executable, "worker.py"], self.logs / "worker.log",
-                     self._app_env())
+                     {**self._app_env(), "WORKER_QUEUES": "cases"})
+
+    def _stripe_worker(self) -> Child:
+        """The Stripe queue's worker, in a process of its own: its requests go out when
+        Temporal dispatches them, however busy the cases' worker is."""
+        return Child("stripe-worker", [sys.executable, "worker.py"],
+                     self.logs / "stripe-worker.log",
+                     {**self._app_env(), "WORKER_QUEUES": "stripe"})
 
     def _api(self) -> Child:
         # No uvicorn access log: it writes query strings, and the SendGrid webhook URLs
@@ -180,7 +190,12 @@ class Stack:
         self._wait(stripe, lambda: port_open(self.s.LOCALSTRIPE_PORT), 30, "port")
 
         worker = self._launch(self._worker())
-        self._wait(worker, self._worker_polling, 60, f"a poller on {TASK_QUEUE}")
+        self._wait(worker, lambda: self._polled(TASK_QUEUE, "workflow"), 60,
+                   f"a poller on {TASK_QUEUE}")
+        stripe_queue = stripe_task_queue(TASK_QUEUE)
+        stripe_worker = self._launch(self._stripe_worker())
+        self._wait(stripe_worker, lambda: self._polled(stripe_queue, "activity"), 60,
+                   f"a poller on {stripe_queue}")
 
         api = self._launch(self._api())
         self._wait(api, lambda: _http_ok(self._api_url() + "/healthz"), 60, "/healthz")
@@ -221,11 +236,12 @@ class Stack:
                 raise StackError(f"{child.name}: no {what} after {timeout:.0f}s; see {child.log}")
             time.sleep(0.25)
 
-    def _worker_polling(self) -> bool:
-        """True once `refund-cases` has a workflow poller (asked through the CLI so the
-        supervisor needs no event loop)."""
+    def _polled(self, task_queue: str, kind: str) -> bool:
+        """True once `task_queue` has a poller of `kind` (workflow, activity), asked
+        through the CLI so that the supervisor needs no event loop."""
         out = subprocess.run(
-            [binaries.temporal_cli(), "task-queue", "describe", "--task-queue", TASK_QUEUE,
+            [binaries.temporal_cli(), "task-queue", "describe", "--task-queue", task_queue,
+             "--task-queue-type", kind,
              "--address", self.temporal_address, "--namespace", self.s.TEMPORAL_NAMESPACE,
              "--output", "json"],
             capture_output=True, text=True, timeout=10, check=False,

@@ -61,11 +61,13 @@ def test_compose_file_is_valid_and_has_every_service():
     services = json.loads(out.stdout)["services"]
     assert set(services) == {
         "postgresql", "temporal-schema", "temporal", "temporal-setup", "temporal-ui",
-        "worker", "api", "prometheus", "grafana",
+        "worker", "stripe-worker", "api", "prometheus", "grafana",
     }
     assert services["temporal"]["image"].startswith("temporalio/server:")
     assert not any("auto-setup" in s.get("image", "") for s in services.values())
     assert services["worker"]["build"]["context"] == str(ROOT)
+    assert services["worker"]["environment"]["WORKER_QUEUES"] == "cases"
+    assert services["stripe-worker"]["environment"]["WORKER_QUEUES"] == "stripe"
     assert services["api"]["environment"]["REFUND_DESK_ENV"] == "production"
     assert services["api"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
 
@@ -79,7 +81,7 @@ def test_compose_refuses_to_start_without_a_secret(secret):
     assert secret in out.stderr
 
 
-@pytest.mark.parametrize("service", ["worker", "api"])
+@pytest.mark.parametrize("service", ["worker", "stripe-worker", "api"])
 def test_the_services_settings_load_and_reach_the_stack_temporal(service, monkeypatch):
     """What compose gives the worker and the API is a valid production configuration:
     its empty `${X:-}` values mean unset, the client goes to temporal:7233 without TLS."""
@@ -100,7 +102,7 @@ def test_the_services_settings_load_and_reach_the_stack_temporal(service, monkey
     assert (conn.target_host, conn.tls, conn.api_key) == ("temporal:7233", False, None)
     assert codec_from_settings(settings).active == "2026-11"
     assert settings.OTEL_EXPORTER_OTLP_ENDPOINT is None and settings.METRICS_TOKEN is None
-    if service == "worker":
+    if service.endswith("worker"):
         assert settings.WORKER_METRICS_ADDRESS == "0.0.0.0:9464"
     else:
         assert settings.CODEC_CORS_ORIGINS == ["http://localhost:8080"]
@@ -113,6 +115,8 @@ def test_prometheus_scrapes_the_workers_the_apis_and_temporal():
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     worker_port = services["worker"]["environment"]["WORKER_METRICS_ADDRESS"].rsplit(":")[1]
     assert jobs["refund-desk-worker"]["dns_sd_configs"][0]["port"] == int(worker_port)
+    assert jobs["refund-desk-worker"]["dns_sd_configs"][0]["names"] == ["worker",
+                                                                       "stripe-worker"]
     assert jobs["refund-desk-api"]["dns_sd_configs"][0]["port"] == 8000
     assert jobs["temporal-server"]["static_configs"][0]["targets"] == [
         services["temporal"]["environment"]["PROMETHEUS_ENDPOINT"].replace("0.0.0.0",

@@ -173,6 +173,13 @@ async def _probe_survived(settings) -> str:
     return desc.status.name
 
 
+def _worker_queues(pid: int) -> str:
+    """The WORKER_QUEUES a worker process was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(e.split(b"=", 1)[1].decode() for e in environ
+                if e.startswith(b"WORKER_QUEUES="))
+
+
 def _wait_until(predicate, timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,9 +206,9 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
         seeded = seed_charge(stripe_url, "sk_test_stack", email="kept@example.com",
                              amount=2500, currency="eur")
 
-        workers = stack.child_pids("worker.py")
-        assert len(workers) == 1
-        os.kill(workers[0], signal.SIGKILL)
+        workers = {_worker_queues(pid): pid for pid in stack.child_pids("worker.py")}
+        assert set(workers) == {"cases", "stripe"}  # the Stripe queue in its own process
+        os.kill(workers["cases"], signal.SIGKILL)
         code, out = stack.finish()
     finally:
         stack.stop()
