@@ -65,7 +65,10 @@ async def test_auto_deny_quotes_the_clause(time_env: WorkflowEnvironment) -> Non
 async def test_need_info_then_reply_then_approve(time_env: WorkflowEnvironment) -> None:
     fakes = Fakes()
     async with Case(time_env, fakes, request("technical_issue")) as case:
-        state = await case.status("awaiting_info")
+        # The status changes before the questions are emailed; the wait, with its
+        # deadline, starts once they are sent.
+        state = await case.until(lambda s: s.status == "awaiting_info" and
+                                 s.waiting_for is not None, "the wait for the reply")
         assert state.waiting_for == "the customer's reply" and state.deadline is not None
         asked = fakes.email("info_request")
         assert asked.context["questions"] == state.questions and state.questions
