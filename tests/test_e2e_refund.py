@@ -39,14 +39,20 @@ def quick_policy(path: Path) -> Path:
     return path
 
 
-async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
-        dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path) -> None:
-    settings = Settings(
+def e2e_settings(dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path
+                 ) -> Settings:
+    """The settings of the worker, the CLI and the API in these tests: the dev server,
+    localstripe, emails to an outbox folder, the quick policy."""
+    return Settings(
         TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
         TEMPORAL_NAMESPACE=dev_env.client.namespace,
         STRIPE_API_BASE=localstripe_url, STRIPE_API_KEY=API_KEY, SENDGRID_API_KEY=None,
         OUTBOX_DIR=tmp_path / "outbox", REFUND_POLICY_FILE=quick_policy(tmp_path / "p.yaml"),
     )
+
+async def test_case_opened_and_approved_from_the_cli_refunds_in_stripe(
+        dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path: Path) -> None:
+    settings = e2e_settings(dev_env, localstripe_url, tmp_path)
     task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
     email = f"e2e-{uuid.uuid4().hex[:6]}@example.com"
     # Above the policy's automatic limit: an agent must approve.
@@ -124,12 +130,7 @@ async def test_demo_seeds_a_charge_and_opens_a_case(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`starter.py demo` against the running stack: the case it opens is approved by the
     policy, refunded in localstripe and followed up."""
-    settings = Settings(
-        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-        TEMPORAL_NAMESPACE=dev_env.client.namespace,
-        STRIPE_API_BASE=localstripe_url, STRIPE_API_KEY=API_KEY, SENDGRID_API_KEY=None,
-        OUTBOX_DIR=tmp_path / "outbox", REFUND_POLICY_FILE=quick_policy(tmp_path / "p.yaml"),
-    )
+    settings = e2e_settings(dev_env, localstripe_url, tmp_path)
     task_queue = f"demo-{uuid.uuid4().hex[:8]}"
     async with build_worker(dev_env.client, settings, task_queue=task_queue):
         code = await asyncio.to_thread(demo.main, ["--task-queue", task_queue],
@@ -153,12 +154,7 @@ async def test_a_text_answer_goes_to_an_agent_who_approves_from_the_cli(
     """A request that needs a document; the customer answers in words only, by email
     (SendGrid Inbound Parse into the API): an agent reads it instead of a second question,
     approves from the CLI, and the money moves in Stripe."""
-    settings = Settings(
-        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-        TEMPORAL_NAMESPACE=dev_env.client.namespace,
-        STRIPE_API_BASE=localstripe_url, STRIPE_API_KEY=API_KEY, SENDGRID_API_KEY=None,
-        OUTBOX_DIR=tmp_path / "outbox", REFUND_POLICY_FILE=quick_policy(tmp_path / "p.yaml"),
-    )
+    settings = e2e_settings(dev_env, localstripe_url, tmp_path)
     task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
     email = f"e2e-{uuid.uuid4().hex[:6]}@example.com"
     charge = await asyncio.to_thread(seed_charge, localstripe_url, API_KEY, email=email,
