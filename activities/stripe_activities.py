@@ -240,6 +240,22 @@ def _duplicates(charge: stripe.Charge, others: Sequence[stripe.Charge]) -> list[
     ]
 
 
+REFUND_KEY_METADATA = "refund_key"  # the round's idempotency key, on each refund made
+
+
+def _of_this_round(refund: stripe.Refund, inp: CreateRefundInput) -> bool:
+    """The refund this round of the case made. A case reopened after a refund, or retried
+    after a failed one, has rounds of its own (`<case id>:refund-N`), each its own refund.
+    Refunds made before the key was recorded carry only the case id: they are the first
+    round's (`<case id>:refund`)."""
+    if _field(refund, "metadata", "case_id") != inp.case_id:
+        return False
+    key = _field(refund, "metadata", REFUND_KEY_METADATA)
+    if key is not None:
+        return bool(key == inp.idempotency_key)
+    return inp.idempotency_key.endswith(":refund")
+
+
 # --- activities ----------------------------------------------------------------------
 
 
@@ -380,20 +396,21 @@ class StripeActivities:
 
     @activity.defn(name=CREATE_REFUND)
     async def stripe_create_refund(self, inp: CreateRefundInput) -> RefundResult:
-        """Refund once per case: reuse a refund whose metadata.case_id is this case (a
-        retry after a lost response), else create one with the workflow's idempotency key."""
+        """Refund once per round of a case: reuse the refund this round made (a retry
+        after a lost response, past Stripe's 24 h of idempotency), else create one with
+        the round's idempotency key."""
         try:
             charge = await self._charge(inp.charge_id, inp.payment_intent_id, [])
             for refund in await self._refunds(charge.id):
-                # A failed or canceled refund of the case moved no money: an agent's
-                # retry (a new round, its own key) makes a new one.
-                if (_field(refund, "metadata", "case_id") == inp.case_id
+                # A failed or canceled refund moved no money: an agent's retry (a new
+                # round, its own key) makes a new one.
+                if (_of_this_round(refund, inp)
                         and _field(refund, "status") not in ("failed", "canceled")):
                     activity.logger.info("refund %s for %s already exists", refund.id,
-                                         inp.case_id)
+                                         inp.idempotency_key)
                     return refund_result(refund, reused=True)
             _check_refundable(charge, inp)
-            metadata = {"case_id": inp.case_id}
+            metadata = {"case_id": inp.case_id, REFUND_KEY_METADATA: inp.idempotency_key}
             if inp.reason_tag:
                 metadata["reason_tag"] = inp.reason_tag
             refund = await self._v1.refunds.create_async(

@@ -138,6 +138,7 @@ async def test_create_refund_twice_for_one_case_pays_once(localstripe_url, strip
     refunds = _client(localstripe_url).v1.refunds.list({"charge": seeded.charge_id}).data
     assert [r.id for r in refunds] == [first.refund_id]
     assert refunds[0].metadata.to_dict() == {"case_id": "refund-req_once",
+                                             "refund_key": "refund-req_once:refund",
                                              "reason_tag": "technical_issue"}
 
     facts = await _gather(stripe_acts, seeded)
@@ -148,6 +149,44 @@ async def test_create_refund_twice_for_one_case_pays_once(localstripe_url, strip
     fetched = await env.run(stripe_acts.stripe_get_refund, GetRefundInput(
         refund_id=first.refund_id))
     assert fetched.model_dump() == {**first.model_dump(), "reused": False}
+
+
+async def test_a_later_round_of_one_case_makes_its_own_refund(localstripe_url, stripe_acts):
+    """A case reopened after a partial refund, approved again: the new round (its own
+    key) refunds the rest instead of taking the first round's refund for its own; each
+    round sent again still pays once."""
+    seeded = _seed(localstripe_url, 4900, "usd")
+    case = "refund-req_rounds"
+    env = ActivityEnvironment()
+    first = await env.run(stripe_acts.stripe_create_refund, _refund_input(seeded, case, 2000))
+    later = _refund_input(seeded, case, 2900).model_copy(
+        update={"idempotency_key": f"{case}:refund-2"})
+    second = await env.run(stripe_acts.stripe_create_refund, later)
+    again = await env.run(stripe_acts.stripe_create_refund, later)
+
+    assert not second.reused and second.refund_id != first.refund_id
+    assert (second.amount, second.status) == (2900, "succeeded")
+    assert again.reused and again.refund_id == second.refund_id
+    refunds = _client(localstripe_url).v1.refunds.list({"charge": seeded.charge_id}).data
+    assert sorted(r.amount for r in refunds) == [2000, 2900]
+
+
+async def test_a_refund_made_before_rounds_were_recorded_is_the_first_rounds(
+        localstripe_url, stripe_acts):
+    """Refunds made by earlier versions carry only the case id: they stand for the case's
+    first round (a retry after a lost response), never for a later one."""
+    seeded = _seed(localstripe_url, 4900, "usd")
+    case = "refund-req_legacy"
+    old = _client(localstripe_url).v1.refunds.create(
+        {"charge": seeded.charge_id, "amount": 1000, "metadata": {"case_id": case}})
+    env = ActivityEnvironment()
+    first_round = await env.run(stripe_acts.stripe_create_refund,
+                                _refund_input(seeded, case, 1000))
+    assert first_round.reused and first_round.refund_id == old.id
+    later = _refund_input(seeded, case, 500).model_copy(
+        update={"idempotency_key": f"{case}:refund-2"})
+    second_round = await env.run(stripe_acts.stripe_create_refund, later)
+    assert not second_round.reused and second_round.amount == 500
 
 
 async def test_create_refund_by_payment_intent(localstripe_url, stripe_acts):
