@@ -23,6 +23,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.email_activities import EmailActivities
 from activities.incident_activities import IncidentActivities
@@ -42,6 +43,16 @@ from core.worker_metrics import DomainMetricsInterceptor, prometheus_runtime
 from policies import library as policy_library
 from workflows.billing_incident import BillingIncident
 from workflows.refund_case import RefundCase
+
+
+# The sandbox imports a workflow's modules again for every workflow it runs: a seventh of
+# the case worker's CPU and most of a cached case's memory (bench/case_throughput.py,
+# bench/worker_memory.py). The workflows package is passed through, imported once: it
+# holds no state at module level (constants only). The workflow tests and the replay of
+# recorded histories run in the SDK's full sandbox, so a nondeterministic call in
+# workflows/ still fails there.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows"))
 
 
 def activity_name(fn: Callable[..., Any]) -> str:
@@ -108,6 +119,7 @@ def build_worker(
     policy_library.hold_folder(settings.REFUND_POLICY_FILE.parent)
     main = Worker(
         client, task_queue=task_queue, workflows=[RefundCase, BillingIncident],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=chosen([*real_activities(settings),
                            *IncidentActivities(
                                client, task_queue,

@@ -47,6 +47,7 @@ from core import search_attributes as sa
 from core.case_client import CaseClient
 from core.contract import (
     QUEUE_MEMO,
+    QUEUE_STATUSES,
     TASK_QUEUE,
     WORKFLOW_TYPE,
     CaseState,
@@ -429,8 +430,14 @@ async def _rows(found: list[WorkflowExecution], cases: CaseClient,
         card = await _card(wf)
         if card is not None and card.customer:
             known[wf.id] = card.customer
-        if card is not None and str(card.status) != wf.typed_search_attributes.get(sa.STATUS):
-            card = None  # the workflow moved on since it wrote the card
+        status = wf.typed_search_attributes.get(sa.STATUS)
+        if card is not None and str(card.status) != status:
+            # The workflow moved on since the card was written. Out of an agent's queue a
+            # case keeps the starter's card (it shows no wait): its status is in the
+            # attributes. In the queue, the case's own state is asked for.
+            moved = next((s for s in CaseStatus if s == status), None)
+            card = (QueueCard(status=moved, customer=card.customer)
+                    if moved is not None and moved not in QUEUE_STATUSES else None)
         cards.append(card)
     missing = [i for i, card in enumerate(cards) if card is None]
     gate = asyncio.Semaphore(8)

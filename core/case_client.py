@@ -33,6 +33,7 @@ from core import search_attributes as sa
 from core.contract import (
     ACTION_REFUSED,
     FOLLOWS_MEMO,
+    QUEUE_MEMO,
     REOPENED_MEMO,
     TASK_QUEUE,
     WORKFLOW_TYPE,
@@ -48,6 +49,7 @@ from core.contract import (
     Signal,
     Update,
     case_id_for,
+    queue_card_of,
     search_attributes_of,
 )
 from core.customer_ref import (
@@ -189,7 +191,8 @@ class CaseClient:
         once its case closed (a new run would email and assess the customer again).
         `priority`: a billing incident's cases go after ordinary ones."""
         case_id = request.case_id
-        attributes = search_attributes_of(CaseState(case_id=case_id, request=request))
+        case = CaseState(case_id=case_id, request=request)
+        attributes = search_attributes_of(case)
         if self.customer_ref_key:
             attributes.append(customer_attribute(request.customer_email,
                                                  self.customer_ref_key))
@@ -200,8 +203,10 @@ class CaseClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(attributes),
-                memo={**(memo or {}), **({OPENED_BY: opened_by} if opened_by else {})}
-                or None,
+                # The queue's card from the start: a case writes it again only while in
+                # an agent's queue (workflows/refund_case/runtime.py, lean view).
+                memo={QUEUE_MEMO: queue_card_of(case), **(memo or {}),
+                      **({OPENED_BY: opened_by} if opened_by else {})},
                 priority=priority or Priority.default,
                 rpc_timeout=self.rpc_timeout,
             )

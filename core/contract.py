@@ -766,6 +766,10 @@ class IncidentState(BaseModel):
                                       description="case id -> charge: no outcome yet")
     to_agent: dict[str, str] = Field(default_factory=dict, description="case id -> charge")
     joined: dict[str, str] = Field(default_factory=dict, description="case id -> charge")
+    starting: dict[str, str] = Field(
+        default_factory=dict, description="case id -> charge: being opened now; an outcome "
+        "that comes before the opening's answer waits in early_outcomes")
+    early_outcomes: list[CaseOutcome] = Field(default_factory=list)
     failures: list[ChargeFailure] = Field(default_factory=list)
     failures_unlisted: int = 0
     skipped: dict[str, Tally] = Field(default_factory=dict)

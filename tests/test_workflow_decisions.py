@@ -289,17 +289,18 @@ async def test_agent_amount_stripe_cannot_refund_is_refused(
 
 
 async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment) -> None:
-    """Every patch of the baseline is taken by one marker (and its one TemporalChangeVersion
-    upsert), not two events per patch id, on a new case's whole path; ids added after the
-    baseline still record their own."""
+    """Every patch of the newest baseline is taken by one marker (and its one
+    TemporalChangeVersion upsert), not two events per patch id, on a new case's whole path;
+    ids added after the baseline still record their own."""
     async with Case(time_env, Fakes(), request()) as case:
         state = await case.result()
         history = await case.handle.fetch_history()
-        await record_history(case.handle, "baseline_auto_approve")
+        await record_history(case.handle, "lean_auto_approve")
     assert state.status == "completed"
     markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
                for e in history.events
                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     ids = [json.loads(data)["id"] for data in markers]
-    assert patches.BASELINE in ids
-    assert not patches.BASELINE_IDS & set(ids)  # none of the ids it stands for
+    assert ids == [patches.BASELINE_LEAN]
+    ids_of_lean = dict(patches.BASELINES)[patches.BASELINE_LEAN]
+    assert not ids_of_lean & set(ids)  # none of the ids it stands for

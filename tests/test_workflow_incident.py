@@ -113,6 +113,8 @@ async def test_a_second_lead_approves_then_every_charge_is_refunded_with_the_apo
         described = await case.describe()
         await record_history(case, "incident_case_permits_alongside")
         await record_incident(inc, "approved_and_drained_permits_alongside")
+        await record_incident(inc, "approved_and_drained_early_outcomes")
+        await record_history(case, "incident_case_lean")
     assert report.phase == "done" and report.approved_by == "dave"
     assert (report.counts.refunded, report.counts.failed, report.counts.to_agent) == (3, 0, 0)
     assert report.refunded_totals == {"usd": 4900 + 1200 + 4900}
@@ -311,7 +313,8 @@ async def record_incident(inc: Incident, name: str) -> None:
 def test_incident_histories_are_recorded() -> None:
     assert {p.stem for p in INCIDENT_HISTORIES.glob("*.json")} >= {
         "approved_and_drained", "cancelled_mid_way",  # before stripe-permits-alongside
-        "approved_and_drained_permits_alongside", "cancelled_mid_way_permits_alongside"}
+        "approved_and_drained_permits_alongside", "cancelled_mid_way_permits_alongside",
+        "approved_and_drained_early_outcomes"}  # cases quicker than their opening
 
 
 @pytest.mark.parametrize("path", sorted(INCIDENT_HISTORIES.glob("*.json")), ids=lambda p: p.stem)

@@ -17,6 +17,13 @@ dispatched seconds before the activity when the queue had a backlog: the activit
 requests then came in a burst among other tasks' dispatches (up to 46 requests in one
 second at 25/s, and 429s; bench/incident_drain.py).
 
+Cases started since patch `stripe-paced-in-worker` pay no permits: the Stripe worker
+paces every request it makes (activities/stripe_pacing.py), which counts each request
+exactly, extra pages included, and costs the history nothing. Each permit was two dozen
+bytes of rate accounting and three events, and a case paid four (issue 12). The queue's
+dispatch rate stays, a cap across Stripe worker processes; the permit path stays for
+cases that started before, so their histories replay.
+
 Used by RefundCase (gather facts, refund, poll) and BillingIncident (look-ups, lists).
 Deterministic: only workflow APIs.
 """
@@ -70,13 +77,15 @@ async def pay(requests: int, why: str) -> None:
 
 
 async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
-               extra_requests: int = 0, deadline: timedelta | None = None) -> T:
+               extra_requests: int = 0, deadline: timedelta | None = None,
+               paced: bool = False) -> T:
     """Run a Stripe activity on the Stripe queue once its requests (its usual count
     from STRIPE_REQUESTS, plus `extra_requests`) are paid for. A 429 comes back here:
     after Stripe's back-off the next attempt is paid for in full, as many times as it
-    takes (a 429 is never a failure)."""
-    requests = STRIPE_REQUESTS[activity] + extra_requests
-    alongside = workflow.patched(PERMITS_ALONGSIDE)
+    takes (a 429 is never a failure). `paced`: the Stripe worker paces each request
+    itself (activities/stripe_pacing.py), so nothing is paid in permits."""
+    requests = 1 if paced else STRIPE_REQUESTS[activity] + extra_requests
+    alongside = not paced and workflow.patched(PERMITS_ALONGSIDE)
     limited = 0
     while True:
         if alongside:  # the permits, then the activity, in this workflow task

@@ -33,8 +33,12 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from .charges import case_request, classify, look_up, open_cases
-    from .outcomes import add_failure
+    from .outcomes import add_failure, on_outcome
     from .runtime import IncidentRuntime
+
+# A case may finish before the activity that opened it answers (a fast case, a slow
+# worker): its outcome waits for the answer instead of being taken for another's.
+EARLY_OUTCOMES = "incident-early-outcomes"
 
 
 async def drain(rt: IncidentRuntime) -> None:
@@ -92,6 +96,8 @@ async def _act_on(rt: IncidentRuntime, charges: list[ChargeSummary]) -> None:
     await asyncio.gather(*(_join(rt, case_id, ref) for case_id, ref in joins))
     if not to_start:
         return
+    if workflow.patched(EARLY_OUTCOMES):
+        state.starting = dict(refs)
     result: StartCasesResult = await workflow.execute_activity(
         START_CASES, StartCasesInput(incident_id=request.incident_id, requests=to_start),
         result_type=StartCasesResult, start_to_close_timeout=INCIDENT_START_TO_CLOSE,
@@ -99,6 +105,10 @@ async def _act_on(rt: IncidentRuntime, charges: list[ChargeSummary]) -> None:
     for started in result.cases:
         state.in_flight[started.case_id] = refs[started.case_id]
         state.counts.started += 1
+    state.starting = {}
+    early, state.early_outcomes = state.early_outcomes, []
+    for outcome in early:  # a case that was quicker than the opening's answer
+        on_outcome(rt, outcome)
 
 
 async def _join(rt: IncidentRuntime, case_id: str, ref: str) -> None:

@@ -67,6 +67,9 @@ def on_outcome(rt: IncidentRuntime, outcome: CaseOutcome) -> None:
         ref = state.to_agent.pop(case_id)
         state.counts.to_agent -= 1
         state.failures = [f for f in state.failures if f.case_id != case_id]
+    elif case_id in state.starting:
+        state.early_outcomes.append(outcome)  # counted once the opening answers (drain.py)
+        return
     else:
         return  # not ours, or already counted
     _count(state, kind, outcome)

@@ -44,20 +44,38 @@ BASELINE_IDS = frozenset({
     AGENTS_LIFECYCLE, REPLY_ANSWERS, FULL_WIDTH_RATING,
 })
 
-# After the baseline (asked on their own):
+# After the baseline (asked on their own by runs that have only it):
 # A reply after closing: a reopened run (same id) or a case linked to the closed one.
 REPLY_REOPENS = "replies-reopen-closed-cases"
+# A lean case (issue 12): Stripe calls make their own requests at the paced rate (the
+# Stripe worker paces every request; no `stripe_permit` activities in the case's history);
+# search attributes and the `queue` memo written once per workflow task, only what changed,
+# the memo only while the case is in an agent's queue.
+STRIPE_PACED = "stripe-paced-in-worker"
+LEAN_VIEW = "lean-ops-view"
+
+# The second baseline: every id above in one marker. A run records the newest baseline it
+# has; runs that recorded the first one ask the ids after it on their own.
+BASELINE_LEAN = "baseline-lean-case"
+BASELINES = (
+    (BASELINE_LEAN, BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW}),
+    (BASELINE, BASELINE_IDS),
+)
 
 
-def begin_run() -> bool:
-    """Asked first thing in every run (RefundCase.run): whether this run has the baseline."""
-    return workflow.patched(BASELINE)
+def begin_run() -> frozenset[str]:
+    """Asked first thing in every run (RefundCase.run): the ids this run's baseline
+    stands for (none for runs started before the first baseline)."""
+    for marker, ids in BASELINES:
+        if workflow.patched(marker):
+            return ids
+    return frozenset()
 
 
 def has(patch_id: str) -> bool:
-    """`workflow.patched(patch_id)`, without a marker of its own in a run that has the
-    baseline. Only from the main workflow coroutine, as workflow.patched."""
-    if patch_id in BASELINE_IDS and getattr(workflow.instance(), "baseline", False):
+    """`workflow.patched(patch_id)`, without a marker of its own in a run whose baseline
+    stands for it. Only from the main workflow coroutine, as workflow.patched."""
+    if patch_id in getattr(workflow.instance(), "baseline", frozenset()):
         return True
     return workflow.patched(patch_id)
 
@@ -68,15 +86,18 @@ class AgentPaths:
     whose recorded histories replay the old paths. The fields say what each gates:
     every_wait (awaiting_info actions, satisfy, retry and close), within_refundable
     (nothing left: closed, explained), sla_from_receipt (the ack SLA and the timeline count
-    from the intake), queue_view (RefundAssignee, RefundDeadline and the `queue` memo)."""
+    from the intake), queue_view (RefundAssignee, RefundDeadline and the `queue` memo),
+    lean_view (that view written once per workflow task, the memo only for the queue)."""
 
     every_wait: bool = False
     within_refundable: bool = False
     sla_from_receipt: bool = False
     queue_view: bool = False
+    lean_view: bool = False
 
     @classmethod
     def now(cls) -> AgentPaths:
         """Asked once, first thing in a run, so a case keeps one behaviour per run."""
         on = has(AGENTS_LIFECYCLE)
-        return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on)
+        return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on,
+                   lean_view=on and has(LEAN_VIEW))

@@ -6,11 +6,13 @@ as the playbook step and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.stripe_models import STRIPE_PAUSE, STRIPE_STEP_DEADLINE
     from core.contract import (
         QUEUE_MEMO,
+        QUEUE_STATUSES,
         CaseState,
         CaseStatus,
         QueueCard,
@@ -59,12 +62,16 @@ class ContinueAsNewNow(Exception):
 
 
 class CaseRuntime:
-    def __init__(self, case: CaseState) -> None:
+    def __init__(self, case: CaseState, *, continued: bool = False) -> None:
         self.case = case
         self._policy: Policy | None = None
         self.may_continue = False  # cases started before continue-as-new never do
         self.paths = AgentPaths()  # decided first thing in run()
         self._queue_card: QueueCard | None = None  # the `queue` memo as last written
+        # Lean view: an upsert is due at the end of the task's work; the memo of a run
+        # that continued from another may hold a card of the queue.
+        self._view_due = False
+        self._card_queued = continued
 
     # --- the policy pinned for the case ---
 
@@ -119,11 +126,26 @@ class CaseRuntime:
         """Keep the ops view current; only changed values are written to history (the
         first write of a run writes them all, as cases always have). With the console's
         view, `RefundAssignee` and `RefundDeadline` go in the same one upsert, and the
-        `queue` memo is written only when its card changed."""
+        `queue` memo is written only when its card changed. With the lean view, all of it
+        is written once, when the workflow task's work is done (`write_view`)."""
+        if self.paths.lean_view:
+            if not self._view_due:
+                self._view_due = True
+                asyncio.get_running_loop().call_soon(self.write_view)
+            return
+        updates = self._attribute_updates(
+            everything=not self.case.progress.search_attributes_written)
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            self.case.progress.search_attributes_written = True
+        if self.paths.queue_view:
+            self.keep_queue_card()
+
+    def _attribute_updates(self, *, everything: bool = False) -> list[SearchAttributeUpdate[Any]]:
         current = workflow.info().typed_search_attributes
-        first = not self.case.progress.search_attributes_written
-        updates = [pair.key.value_set(pair.value) for pair in search_attributes_of(self.case)
-                   if first or current.get(pair.key) != pair.value]
+        updates: list[SearchAttributeUpdate[Any]] = [
+            pair.key.value_set(pair.value) for pair in search_attributes_of(self.case)
+            if everything or current.get(pair.key) != pair.value]
         if self.paths.queue_view:
             # RefundDeadline is replaced, never unset: the queue selects by RefundStatus,
             # so a past deadline on a case that left it is never read (and the
@@ -131,11 +153,26 @@ class CaseRuntime:
             # cannot decode).
             updates += [u for u in console_attribute_updates(self.case, current)
                         if not (u.key.name == "RefundDeadline" and u.value is None)]
+        return updates
+
+    def write_view(self) -> None:
+        """The lean view (patch `lean-ops-view`): run by the event loop after the
+        workflow task's other work (and before the run ends), so a status that moves
+        twice in one task is one upsert of what differs from the attributes in force (the
+        starter's included). The `queue` memo is written while the case is in an agent's
+        queue, and once as it leaves; the starter's card covers the rest (core.case_client),
+        and the console reads the status of a case outside the queue from its attributes."""
+        if not self._view_due:
+            return
+        self._view_due = False
+        updates = self._attribute_updates()
         if updates:
             workflow.upsert_search_attributes(updates)
-            self.case.progress.search_attributes_written = True
-        if self.paths.queue_view:
-            self.keep_queue_card()
+        card = queue_card_of(self.case)
+        queued = card.status in QUEUE_STATUSES
+        if card != self._queue_card and (queued or self._card_queued):
+            workflow.upsert_memo({QUEUE_MEMO: card})
+            self._queue_card, self._card_queued = card, queued
 
     def keep_queue_card(self) -> None:
         card = queue_card_of(self.case)

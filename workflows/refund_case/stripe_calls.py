@@ -1,5 +1,6 @@
-"""A case's Stripe calls: on the rate-limited Stripe queue, each paid for in Stripe
-requests (workflows/stripe_rate.py). Cases that started before the queue existed keep
+"""A case's Stripe calls: on the rate-limited Stripe queue, paced by the Stripe worker
+(cases since `stripe-paced-in-worker`) or each paid for in Stripe requests before it
+(workflows/stripe_rate.py). Cases that started before the queue existed keep
 calling on the case's own queue, unthrottled (`workflow.patched`), so their histories
 replay."""
 
@@ -32,6 +33,11 @@ def _rate_limited() -> bool:
     return patches.has(patches.STRIPE_RATE_LIMIT)
 
 
+def _paced() -> bool:
+    """The Stripe worker paces the requests: no permits in this case's history."""
+    return patches.has(patches.STRIPE_PACED)
+
+
 async def gather_facts(inp: GatherFactsInput, summary: str,
                        deadline: timedelta | None = None) -> StripeFacts:
     if not _rate_limited():
@@ -41,6 +47,11 @@ async def gather_facts(inp: GatherFactsInput, summary: str,
             retry_policy=STRIPE_RETRY_POLICY,
             summary=summary)
         return facts
+    if _paced():
+        paced: StripeFacts = await stripe_rate.call(
+            GATHER_FACTS, inp, result_type=StripeFacts, summary=summary, deadline=deadline,
+            paced=True)
+        return paced
     extra = 0 if inp.request.charge_id else PAYMENT_INTENT_REQUESTS
     facts = await stripe_rate.call(GATHER_FACTS, inp, result_type=StripeFacts,
                                    summary=summary, extra_requests=extra, deadline=deadline)
@@ -62,7 +73,8 @@ async def create_refund(inp: CreateRefundInput, summary: str,
         return made
     extra = 0 if inp.charge_id else PAYMENT_INTENT_REQUESTS
     return await stripe_rate.call(CREATE_REFUND, inp, result_type=RefundResult,
-                                  summary=summary, extra_requests=extra, deadline=deadline)
+                                  summary=summary, extra_requests=extra, deadline=deadline,
+                                  paced=_paced())
 
 
 async def get_refund(inp: GetRefundInput, summary: str,
@@ -75,4 +87,4 @@ async def get_refund(inp: GetRefundInput, summary: str,
             summary=summary)
         return polled
     return await stripe_rate.call(GET_REFUND, inp, result_type=RefundResult, summary=summary,
-                                 deadline=deadline)
+                                 deadline=deadline, paced=_paced())

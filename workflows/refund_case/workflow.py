@@ -56,14 +56,14 @@ class RefundCase:
     @workflow.init
     def __init__(self, start: RefundRequest | ContinuedCase) -> None:
         if isinstance(start, ContinuedCase):  # the same case, with its pinned policy
-            self.rt = CaseRuntime(start.state)
+            self.rt = CaseRuntime(start.state, continued=True)
             self.rt.pin_policy(start.policy if start.policy is not None
                                else pinned_policy(start.state))  # a reopened case
         else:
             self.rt = CaseRuntime(CaseState(case_id=workflow.info().workflow_id,
                                             request=start, documents=list(start.documents)))
         self.incident = incident.IncidentReporter(self.rt)
-        self.baseline = False  # patches.has: this run has every patch of the baseline
+        self.baseline: frozenset[str] = frozenset()  # patches.has: the ids of this run's baseline
 
     @workflow.run
     async def run(self, start: RefundRequest | ContinuedCase) -> CaseResult:
@@ -125,10 +125,12 @@ class RefundCase:
             pass  # the signal handler recorded why and told whoever needs to know
         except ContinueAsNewNow:
             await workflow.wait_condition(workflow.all_handlers_finished)
+            rt.write_view()
             workflow.continue_as_new(ContinuedCase(state=rt.case, policy=rt.policy))
         rt.show_waiting(None, None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.incident.finish()  # its last outcome told to the incident
+        rt.write_view()  # due from the last task, if any: before the result
         case = rt.case
         return CaseResult(case_id=case.case_id, status=case.status,
                           approved_amount=case.approved_amount,
