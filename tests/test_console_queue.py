@@ -35,7 +35,8 @@ class Seeded:
 
     async def start(self, n: int, *, deadline: datetime | None, status: str = "awaiting_agent",
                     assignee: str | None = None, customer: str | None = None,
-                    card: bool = True, card_address: bool = True) -> str:
+                    card: bool = True, card_address: bool = True,
+                    card_status: str | None = None) -> str:
         """A case as the workflow keeps it: RefundCustomer the keyed hash of the address,
         the address on the card (`card_address` False: a card from before it was)."""
         case_id = f"refund-q{n:03d}-{uuid.uuid4().hex[:4]}"
@@ -48,7 +49,8 @@ class Seeded:
             pairs.append(SearchAttributePair(sa.DEADLINE, deadline))
         if assignee is not None:
             pairs.append(SearchAttributePair(sa.ASSIGNEE, assignee))
-        memo = {QUEUE_MEMO: QueueCard(status=status, waiting_for="an agent's decision",
+        memo = {QUEUE_MEMO: QueueCard(status=card_status or status,
+                                      waiting_for="an agent's decision",
                                       customer=email if card_address else None,
                                       deadline=deadline, approvals=n % 2,
                                       approvers_required=2).model_dump(mode="json")} \
@@ -179,6 +181,29 @@ async def test_a_case_without_a_card_is_asked_its_state(seeded: Seeded) -> None:
     # no worker answers: the row still shows what visibility knows
     assert row.card_from == "none" and row.status == "awaiting_agent"
     await seeded.client.get_workflow_handle(row.case_id).terminate("test finished")
+
+
+async def test_a_case_out_of_the_queue_shows_its_status_and_the_starters_card(
+        seeded: Seeded) -> None:
+    """A lean case writes no card outside an agent's queue: the starter's card (status
+    `received`) still gives the address, the attributes the status, with no query."""
+    extra = Seeded(seeded.client, f"queue-{uuid.uuid4().hex[:8]}")
+    await extra.start(1, deadline=None, status="refunding", card_status="received")
+    await extra.start(2, deadline=None, status="awaiting_agent", card_status="received")
+    await extra.visible()
+    page = await queue_page(extra.client, QueueFilters(status="open"), "alice", Cursor(), 10,
+                            task_queue=extra.task_queue,
+                            cases=CaseClient(extra.client,
+                                             rpc_timeout=timedelta(seconds=1)))
+    rows = {r.status: r for r in page.rows}
+    assert rows["refunding"].card_from == "memo"
+    assert rows["refunding"].customer == "c1@example.com"
+    assert rows["refunding"].waiting_for is None
+    # in the queue, a card from another status is not trusted: the state is asked for
+    # (no worker answers here, so the row has what visibility knows)
+    assert rows["awaiting_agent"].card_from == "none"
+    for row in page.rows:
+        await seeded.client.get_workflow_handle(row.case_id).terminate("test finished")
 
 
 async def test_a_card_from_before_the_address_shows_the_reference(seeded: Seeded) -> None:

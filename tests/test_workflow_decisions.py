@@ -304,3 +304,20 @@ async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment
     assert ids == [patches.BASELINE_LEAN]
     ids_of_lean = dict(patches.BASELINES)[patches.BASELINE_LEAN]
     assert not ids_of_lean & set(ids)  # none of the ids it stands for
+    # Lean (issue 12): no Stripe permits (the worker paces requests), no queue memo for a
+    # case that never waited for an agent (the starter's card stands), and at most one
+    # search-attribute upsert per workflow task besides the patch's own.
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert "stripe_permit" not in scheduled
+    assert not [e for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED]
+    upserts_per_task: list[int] = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            upserts_per_task.append(0)
+        elif e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            upserts_per_task[-1] += 1
+    assert upserts_per_task[0] == 1  # TemporalChangeVersion: the status is the starter's
+    assert max(upserts_per_task[1:]) == 1
