@@ -5,6 +5,9 @@ activity executor. SDK network retries are off: Temporal retries, and every fail
 leaves here as a typed ApplicationError (`map_stripe_error`). A refund is created only
 after a look-up of the charge's refunds for one carrying this case's id, with an explicit
 idempotency key from the workflow, so a retry after a lost response never pays twice.
+
+Stripe's rate limit is kept here, per worker process: every request waits for a token of
+the `StripeActivities`' pacer (activities/stripe_pacing.py) before it goes out.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from activities.stripe_models import (
     RefundResult,
     StripeFacts,
     rate_limit_backoff,
+    stripe_dispatch_rate,
 )
+from activities.stripe_pacing import RequestPacer
 from core.config import Settings
 from core.money import plain
 
@@ -84,11 +89,17 @@ _REQUESTS: ContextVar[list[int] | None] = ContextVar("stripe_requests", default=
 
 
 class _CountingHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client, counting the requests of the activity running it (each
-    activity is its own asyncio task, so a context variable tells them apart)."""
+    """The SDK's httpx client: every request waits for the pacer's token, then is counted
+    for the activity running it (each activity is its own asyncio task, so a context
+    variable tells them apart). It sees every request the SDK makes, pages included."""
+
+    def __init__(self, *, timeout: float, pacer: RequestPacer) -> None:
+        super().__init__(timeout=timeout)
+        self._pacer = pacer
 
     async def request_async(self, method: str, url: str, headers: Mapping[str, str],
                             post_data: Any = None) -> tuple[bytes, int, Mapping[str, str]]:
+        await self._pacer.acquire()
         counter = _REQUESTS.get()
         if counter is not None:
             counter[0] += 1
@@ -260,14 +271,19 @@ def _of_this_round(refund: stripe.Refund, inp: CreateRefundInput) -> bool:
 
 
 class StripeActivities:
-    """Holds one StripeClient; register `activities()` on the worker (async, no executor)."""
+    """Holds one StripeClient and the pacer all its requests wait on; register
+    `activities()` on the worker (async, no executor). One instance per process: two
+    would each pace at the full rate. `pacer` is for tests (a fake clock)."""
 
-    def __init__(self, settings: Settings, *, http_timeout: float = HTTP_TIMEOUT_SECONDS):
+    def __init__(self, settings: Settings, *, http_timeout: float = HTTP_TIMEOUT_SECONDS,
+                 pacer: RequestPacer | None = None):
+        self.pacer = pacer or RequestPacer(
+            stripe_dispatch_rate(settings.STRIPE_MAX_REQUESTS_PER_SECOND))
         self._stripe = stripe.StripeClient(
             settings.STRIPE_API_KEY,
             base_addresses={"api": settings.STRIPE_API_BASE},
             max_network_retries=0,
-            http_client=_CountingHTTPXClient(timeout=http_timeout),
+            http_client=_CountingHTTPXClient(timeout=http_timeout, pacer=self.pacer),
         )
         self._v1 = self._stripe.v1
 
