@@ -7,7 +7,9 @@ after a look-up of the charge's refunds for one carrying this case's id, with an
 idempotency key from the workflow, so a retry after a lost response never pays twice.
 
 Stripe's rate limit is kept here, per worker process: every request waits for a token of
-the `StripeActivities`' pacer (activities/stripe_pacing.py) before it goes out.
+the `StripeActivities`' pacer (activities/stripe_pacing.py) before it goes out. The
+charge is retrieved with its refunds expanded, so an activity makes as few requests as
+it can.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from core.money import plain
 if TYPE_CHECKING:  # the SDK's typed request parameters (not exported at top level)
     from stripe.params._charge_list_params import ChargeListParams
     from stripe.params._invoice_list_params import InvoiceListParams
+    from stripe.params._refund_list_params import RefundListParams
 
 __all__ = [
     "CreateRefundInput",
@@ -311,9 +314,20 @@ class StripeActivities:
                 raise _NotFound(f"{what} does not exist in Stripe") from exc
             raise
 
-    async def _refunds(self, charge_id: str) -> list[stripe.Refund]:
-        page = await self._v1.refunds.list_async({"charge": charge_id, "limit": 100})
-        return [r async for r in page.auto_paging_iter()]
+    async def _refunds(self, charge: stripe.Charge) -> list[stripe.Refund]:
+        """All the charge's refunds, newest first: the first page comes embedded in the
+        charge (retrieved with `expand: ["refunds"]`), the rest is listed after its last.
+        A charge without the list (not expanded) has them all listed: the exactly-once
+        check must never take a missing list for no refunds."""
+        embedded = _field(charge, "refunds")
+        refunds: list[stripe.Refund] = list(embedded.data) if embedded is not None else []
+        if embedded is None or embedded.has_more:
+            params: RefundListParams = {"charge": charge.id, "limit": 100}
+            if refunds:
+                params["starting_after"] = refunds[-1].id
+            page = await self._v1.refunds.list_async(params)
+            refunds.extend([r async for r in page.auto_paging_iter()])
+        return refunds
 
     async def _customer_charges(self, customer_id: str) -> list[stripe.Charge]:
         page = await self._v1.charges.list_async({"customer": customer_id, "limit": 100})
@@ -367,7 +381,8 @@ class StripeActivities:
     async def _gather_facts(self, inp: GatherFactsInput) -> StripeFacts:
         req = inp.request
         try:
-            charge = await self._charge(req.charge_id, req.payment_intent_id, ["customer"])
+            charge = await self._charge(req.charge_id, req.payment_intent_id,
+                                        ["customer", "refunds"])
         except _NotFound as nf:
             return StripeFacts(found=False, not_found_reason=str(nf), charge_id=req.charge_id,
                                payment_intent_id=req.payment_intent_id)
@@ -380,7 +395,7 @@ class StripeActivities:
             if customer_id:
                 others = [c for c in await self._customer_charges(customer_id)
                           if c.id != charge.id]
-            refunds = await self._refunds(charge.id)
+            refunds = await self._refunds(charge)
             disputes = await self._open_disputes(charge)
             period_start, period_end = await self._invoice_period(charge)
         except stripe.StripeError as exc:
@@ -416,8 +431,8 @@ class StripeActivities:
         after a lost response, past Stripe's 24 h of idempotency), else create one with
         the round's idempotency key."""
         try:
-            charge = await self._charge(inp.charge_id, inp.payment_intent_id, [])
-            for refund in await self._refunds(charge.id):
+            charge = await self._charge(inp.charge_id, inp.payment_intent_id, ["refunds"])
+            for refund in await self._refunds(charge):
                 # A failed or canceled refund moved no money: an agent's retry (a new
                 # round, its own key) makes a new one.
                 if (_of_this_round(refund, inp)

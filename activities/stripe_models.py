@@ -31,7 +31,9 @@ STRIPE_PERMIT = "stripe_permit"  # makes no request: one more Stripe request pai
 # Legacy: cases started before the pacer pay for an activity's n requests with n - 1
 # `stripe_permit` dispatches on that queue (workflows/stripe_rate.py), by the counts
 # below. Recorded histories of running cases schedule permits by these numbers, so they
-# never change (replay must stay deterministic).
+# never change (replay must stay deterministic). The activities now make fewer (the
+# charge comes with its refunds expanded): a refund 2, gathering facts 2 for a charge
+# with a customer; a legacy case pays a permit more than needed, which only slows it.
 STRIPE_QUEUE_SUFFIX = "-stripe"
 STRIPE_REQUESTS = {
     GATHER_FACTS: 3,  # the charge, the customer's charges, the charge's refunds; the rest
