@@ -2,9 +2,11 @@
 call, in two Temporal workers of one process:
 
 - on `refund-cases`: the workflows, the policy, email and incident activities;
-- on `refund-cases-stripe`: the Stripe activities, whose dispatch rate Temporal limits to
-  STRIPE_MAX_REQUESTS_PER_SECOND (a share of it, see activities/stripe_models.py) for all
-  the workers of that queue together: the rate limit holds however many workers run.
+- on `refund-cases-stripe`: the Stripe activities. Each request they make waits for a
+  token of the process's one pacer (activities/stripe_pacing.py), at a share of
+  STRIPE_MAX_REQUESTS_PER_SECOND (activities/stripe_models.py): the limit is kept per
+  PROCESS, so several Stripe worker processes must split the setting between them.
+  Temporal also caps the queue's dispatch rate for all its workers together.
 
     python worker.py        # connects with core.client.connect() to TEMPORAL_ADDRESS
 
@@ -44,7 +46,6 @@ from policies import library as policy_library
 from workflows.billing_incident import BillingIncident
 from workflows.refund_case import RefundCase
 
-
 # The sandbox imports a workflow's modules again for every workflow it runs: a seventh of
 # the case worker's CPU and most of a cached case's memory (bench/case_throughput.py,
 # bench/worker_memory.py). The workflows package is passed through, imported once: it
@@ -63,14 +64,16 @@ def activity_name(fn: Callable[..., Any]) -> str:
     return str(definition.name)
 
 
-def real_activities(settings: Settings) -> list[Callable[..., Any]]:
+def real_activities(settings: Settings,
+                    stripe_acts: StripeActivities) -> list[Callable[..., Any]]:
     """The activities of the workflows' queue, wired to the configured backends. All are
     async (blocking SDK calls run in threads), so no activity executor is needed. The
-    Stripe ones are here too for cases started before the Stripe queue existed."""
+    Stripe ones are here too for cases started before the Stripe queue existed; they are
+    `stripe_acts`, the process's one instance, so they wait on its one pacer."""
     email_acts = EmailActivities(settings)
     return [
         *PolicyActivities(settings).activities(),
-        *StripeActivities(settings).activities(),
+        *stripe_acts.activities(),
         email_acts.send_email,
         email_acts.notify_ops,
         email_acts.send_ops_report,
@@ -117,10 +120,12 @@ def build_worker(
 
     # Cases pin their policy by hash: this worker holds every version beside the file in force.
     policy_library.hold_folder(settings.REFUND_POLICY_FILE.parent)
+    # One instance for both workers: one pacer, so the process keeps Stripe's rate.
+    stripe_acts = StripeActivities(settings)
     main = Worker(
         client, task_queue=task_queue, workflows=[RefundCase, BillingIncident],
         workflow_runner=WORKFLOW_RUNNER,
-        activities=chosen([*real_activities(settings),
+        activities=chosen([*real_activities(settings, stripe_acts),
                            *IncidentActivities(
                                client, task_queue,
                                settings.CUSTOMER_REF_KEY.get_secret_value()).activities()]),
@@ -129,8 +134,9 @@ def build_worker(
         max_concurrent_activities=settings.WORKER_MAX_CONCURRENT_ACTIVITIES)
     stripe = Worker(
         client, task_queue=stripe_task_queue(task_queue),
-        activities=chosen(StripeActivities(settings).activities()),
+        activities=chosen(stripe_acts.activities()),
         interceptors=[DomainMetricsInterceptor(), *interceptors],  # Stripe's metrics, traces
+        # The server-side cap across all processes; each request is paced in-process too.
         max_task_queue_activities_per_second=stripe_dispatch_rate(
             settings.STRIPE_MAX_REQUESTS_PER_SECOND),
         # A few at a time: a task dispatched is a request paid for now, so a worker that

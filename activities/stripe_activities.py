@@ -5,6 +5,11 @@ activity executor. SDK network retries are off: Temporal retries, and every fail
 leaves here as a typed ApplicationError (`map_stripe_error`). A refund is created only
 after a look-up of the charge's refunds for one carrying this case's id, with an explicit
 idempotency key from the workflow, so a retry after a lost response never pays twice.
+
+Stripe's rate limit is kept here, per worker process: every request waits for a token of
+the `StripeActivities`' pacer (activities/stripe_pacing.py) before it goes out. The
+charge is retrieved with its refunds expanded, so an activity makes as few requests as
+it can.
 """
 
 from __future__ import annotations
@@ -45,13 +50,16 @@ from activities.stripe_models import (
     RefundResult,
     StripeFacts,
     rate_limit_backoff,
+    stripe_dispatch_rate,
 )
+from activities.stripe_pacing import RequestPacer
 from core.config import Settings
 from core.money import plain
 
 if TYPE_CHECKING:  # the SDK's typed request parameters (not exported at top level)
     from stripe.params._charge_list_params import ChargeListParams
     from stripe.params._invoice_list_params import InvoiceListParams
+    from stripe.params._refund_list_params import RefundListParams
 
 __all__ = [
     "CreateRefundInput",
@@ -84,11 +92,17 @@ _REQUESTS: ContextVar[list[int] | None] = ContextVar("stripe_requests", default=
 
 
 class _CountingHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client, counting the requests of the activity running it (each
-    activity is its own asyncio task, so a context variable tells them apart)."""
+    """The SDK's httpx client: every request waits for the pacer's token, then is counted
+    for the activity running it (each activity is its own asyncio task, so a context
+    variable tells them apart). It sees every request the SDK makes, pages included."""
+
+    def __init__(self, *, timeout: float, pacer: RequestPacer) -> None:
+        super().__init__(timeout=timeout)
+        self._pacer = pacer
 
     async def request_async(self, method: str, url: str, headers: Mapping[str, str],
                             post_data: Any = None) -> tuple[bytes, int, Mapping[str, str]]:
+        await self._pacer.acquire()
         counter = _REQUESTS.get()
         if counter is not None:
             counter[0] += 1
@@ -260,14 +274,19 @@ def _of_this_round(refund: stripe.Refund, inp: CreateRefundInput) -> bool:
 
 
 class StripeActivities:
-    """Holds one StripeClient; register `activities()` on the worker (async, no executor)."""
+    """Holds one StripeClient and the pacer all its requests wait on; register
+    `activities()` on the worker (async, no executor). One instance per process: two
+    would each pace at the full rate. `pacer` is for tests (a fake clock)."""
 
-    def __init__(self, settings: Settings, *, http_timeout: float = HTTP_TIMEOUT_SECONDS):
+    def __init__(self, settings: Settings, *, http_timeout: float = HTTP_TIMEOUT_SECONDS,
+                 pacer: RequestPacer | None = None):
+        self.pacer = pacer or RequestPacer(
+            stripe_dispatch_rate(settings.STRIPE_MAX_REQUESTS_PER_SECOND))
         self._stripe = stripe.StripeClient(
             settings.STRIPE_API_KEY,
             base_addresses={"api": settings.STRIPE_API_BASE},
             max_network_retries=0,
-            http_client=_CountingHTTPXClient(timeout=http_timeout),
+            http_client=_CountingHTTPXClient(timeout=http_timeout, pacer=self.pacer),
         )
         self._v1 = self._stripe.v1
 
@@ -295,9 +314,20 @@ class StripeActivities:
                 raise _NotFound(f"{what} does not exist in Stripe") from exc
             raise
 
-    async def _refunds(self, charge_id: str) -> list[stripe.Refund]:
-        page = await self._v1.refunds.list_async({"charge": charge_id, "limit": 100})
-        return [r async for r in page.auto_paging_iter()]
+    async def _refunds(self, charge: stripe.Charge) -> list[stripe.Refund]:
+        """All the charge's refunds, newest first: the first page comes embedded in the
+        charge (retrieved with `expand: ["refunds"]`), the rest is listed after its last.
+        A charge without the list (not expanded) has them all listed: the exactly-once
+        check must never take a missing list for no refunds."""
+        embedded = _field(charge, "refunds")
+        refunds: list[stripe.Refund] = list(embedded.data) if embedded is not None else []
+        if embedded is None or embedded.has_more:
+            params: RefundListParams = {"charge": charge.id, "limit": 100}
+            if refunds:
+                params["starting_after"] = refunds[-1].id
+            page = await self._v1.refunds.list_async(params)
+            refunds.extend([r async for r in page.auto_paging_iter()])
+        return refunds
 
     async def _customer_charges(self, customer_id: str) -> list[stripe.Charge]:
         page = await self._v1.charges.list_async({"customer": customer_id, "limit": 100})
@@ -351,7 +381,8 @@ class StripeActivities:
     async def _gather_facts(self, inp: GatherFactsInput) -> StripeFacts:
         req = inp.request
         try:
-            charge = await self._charge(req.charge_id, req.payment_intent_id, ["customer"])
+            charge = await self._charge(req.charge_id, req.payment_intent_id,
+                                        ["customer", "refunds"])
         except _NotFound as nf:
             return StripeFacts(found=False, not_found_reason=str(nf), charge_id=req.charge_id,
                                payment_intent_id=req.payment_intent_id)
@@ -364,7 +395,7 @@ class StripeActivities:
             if customer_id:
                 others = [c for c in await self._customer_charges(customer_id)
                           if c.id != charge.id]
-            refunds = await self._refunds(charge.id)
+            refunds = await self._refunds(charge)
             disputes = await self._open_disputes(charge)
             period_start, period_end = await self._invoice_period(charge)
         except stripe.StripeError as exc:
@@ -400,8 +431,8 @@ class StripeActivities:
         after a lost response, past Stripe's 24 h of idempotency), else create one with
         the round's idempotency key."""
         try:
-            charge = await self._charge(inp.charge_id, inp.payment_intent_id, [])
-            for refund in await self._refunds(charge.id):
+            charge = await self._charge(inp.charge_id, inp.payment_intent_id, ["refunds"])
+            for refund in await self._refunds(charge):
                 # A failed or canceled refund moved no money: an agent's retry (a new
                 # round, its own key) makes a new one.
                 if (_of_this_round(refund, inp)

@@ -21,13 +21,19 @@ LIST_CHARGES = "stripe_list_charges"  # billing incidents: one page, one request
 LIST_INVOICE_PURCHASES = "stripe_list_invoice_purchases"  # one page, one request
 STRIPE_PERMIT = "stripe_permit"  # makes no request: one more Stripe request paid for
 
-# --- Stripe's rate limit, enforced by Temporal --------------------------------------
-# Every Stripe activity runs on its own task queue, `<workflow task queue>-stripe`
-# (`refund-cases-stripe`), whose dispatch rate Temporal's matching service limits for all
-# workers of the queue (Worker(max_task_queue_activities_per_second=...)). One dispatch
-# is one Stripe request: an activity that makes n requests is preceded by n - 1
-# `stripe_permit` dispatches on the same queue (workflows/stripe_rate.py). The counts
-# below are each activity's requests in the usual case.
+# --- Stripe's rate limit ------------------------------------------------------------
+# Kept in the Stripe worker process: every request waits for a token of its one pacer
+# (activities/stripe_pacing.py) at `stripe_dispatch_rate(STRIPE_MAX_REQUESTS_PER_SECOND)`.
+# The pacer is per PROCESS: several Stripe worker processes must split the setting.
+# Every Stripe activity also runs on its own task queue, `<workflow task queue>-stripe`
+# (`refund-cases-stripe`), whose dispatch rate Temporal's matching service caps for all
+# workers of the queue (Worker(max_task_queue_activities_per_second=...)).
+# Legacy: cases started before the pacer pay for an activity's n requests with n - 1
+# `stripe_permit` dispatches on that queue (workflows/stripe_rate.py), by the counts
+# below. Recorded histories of running cases schedule permits by these numbers, so they
+# never change (replay must stay deterministic). The activities now make fewer (the
+# charge comes with its refunds expanded): a refund 2, gathering facts 2 for a charge
+# with a customer; a legacy case pays a permit more than needed, which only slows it.
 STRIPE_QUEUE_SUFFIX = "-stripe"
 STRIPE_REQUESTS = {
     GATHER_FACTS: 3,  # the charge, the customer's charges, the charge's refunds; the rest
@@ -39,8 +45,8 @@ STRIPE_REQUESTS = {
     LIST_INVOICE_PURCHASES: 1,
 }
 PAYMENT_INTENT_REQUESTS = 1  # known only by its payment intent: one look-up more
-# Both Temporal's limiter and Stripe's are token buckets; dispatching at exactly Stripe's
-# rate lets the two drift into each other (a few 429s an hour), so the queue runs at this
+# Both our limiters and Stripe's are token buckets; sending at exactly Stripe's rate lets
+# them drift into each other (a few 429s an hour), so the pacer and the queue run at this
 # share of the setting.
 STRIPE_RATE_SHARE = 0.96
 STRIPE_WORKER_SLOTS = 5  # Stripe activities a worker runs at once
@@ -52,7 +58,8 @@ def stripe_task_queue(task_queue: str) -> str:
 
 
 def stripe_dispatch_rate(max_requests_per_second: float) -> float:
-    """Activities a second the Stripe queue may dispatch (one request each)."""
+    """Requests a second one process's pacer lets out, and activities a second the
+    Stripe queue may dispatch."""
     return max_requests_per_second * STRIPE_RATE_SHARE
 
 # Error types raised by the activities (ApplicationError.type).

@@ -91,8 +91,9 @@ class Settings(BaseSettings):
     STRIPE_API_KEY: str = "sk_test_refund_desk_local"
     STRIPE_API_BASE: str = "http://127.0.0.1:8420"
     STRIPE_WEBHOOK_SECRET: str = DEV_STRIPE_WEBHOOK_SECRET
-    # Stripe's request rate limit (25/s in test mode, 100/s live): Temporal limits the
-    # Stripe activities' task queue to it, across all workers (activities.stripe_models).
+    # Stripe's request rate limit (25/s in test mode, 100/s live): each worker process
+    # paces its Stripe requests to it (several processes must split it), and Temporal caps
+    # the Stripe activities' task queue to it, across all workers (activities.stripe_models).
     STRIPE_MAX_REQUESTS_PER_SECOND: float = Field(25.0, gt=0, le=10_000)
 
     SENDGRID_API_KEY: str | None = None

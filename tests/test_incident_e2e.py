@@ -115,7 +115,9 @@ async def test_an_incident_from_the_cli_and_the_api_refunds_each_charge_once(
     assert not [e for e in emails if e["template"] == "acknowledgment"]
     [ops] = [e for e in emails if e["template"] == "incident_report"]
     assert ops["to"] == settings.OPS_EMAIL and "4 refunded" in ops["subject"]
-    assert proxy.stats().forwarded >= 5 + 4 * 7  # every request went through the stand-in
+    # every request went through the stand-in (per case 2 fewer than before the charge
+    # came with its refunds: one to gather facts, one to refund)
+    assert proxy.stats().forwarded >= 5 + 4 * 5
 
 
 async def test_open_cases_are_found_through_visibility(dev_env: WorkflowEnvironment) -> None:

@@ -3,6 +3,7 @@ real activity context (ActivityEnvironment)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -11,15 +12,19 @@ import stripe
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.stripe_activities import StripeActivities
+from activities.stripe_activities import StripeActivities, counting_requests
 from activities.stripe_models import (
     CreateRefundInput,
     GatherFactsInput,
     GetRefundInput,
     StripeFacts,
+    stripe_dispatch_rate,
 )
+from activities.stripe_pacing import RequestPacer
+from core.config import load_settings
 from core.models import RefundReason, RefundRequest
 from stack.stripe_seed import SeededCharge, seed_charge, seed_duplicate
+from tests.fake_clock import FakeClock
 from tests.stripe_replay_server import API_KEY
 
 pytest_plugins = ["tests.stripe_fixtures"]
@@ -80,6 +85,7 @@ async def test_gather_facts_for_a_seeded_charge(localstripe_url, stripe_acts):
     assert facts.customer_other_refunds == 0
     # localstripe has no Radar and no invoice for a one-off payment
     assert facts.radar_risk_level is None and facts.period_start is None
+    assert facts.stripe_requests == 2  # the charge (customer, refunds inside), its charges
 
 
 async def test_gather_facts_by_payment_intent(localstripe_url, stripe_acts):
@@ -239,3 +245,82 @@ async def test_refund_for_a_missing_charge_is_permanent(stripe_acts):
     with pytest.raises(ApplicationError) as err:
         await ActivityEnvironment().run(stripe_acts.stripe_create_refund, inp)
     assert err.value.non_retryable and err.value.details[0]["code"] == "resource_missing"
+
+
+async def test_create_refund_makes_two_requests(localstripe_url, stripe_acts):
+    """The charge with its refunds inside (none of this round), then the refund."""
+    seeded = _seed(localstripe_url, 4900, "usd")
+    with counting_requests() as made:
+        result = await ActivityEnvironment().run(
+            stripe_acts.stripe_create_refund, _refund_input(seeded, "refund-req_two", 900))
+    assert not result.reused and result.amount == 900
+    assert made[0] == 2
+
+
+def _refunded_eleven_times_and_more(url: str) -> tuple[SeededCharge, list[str], str]:
+    """A charge with 12 refunds, each of its own case (`refund-req_many-<i>`), more than
+    the 10 a charge embeds: its refunds, and the case of one left out of the embedded
+    page."""
+    seeded = _seed(url, 4900, "usd")
+    client = _client(url)
+    made = [client.v1.refunds.create({
+        "charge": seeded.charge_id, "amount": 100,
+        "metadata": {"case_id": f"refund-req_many-{i}"}}) for i in range(12)]
+    embedded = client.v1.charges.retrieve(seeded.charge_id, {"expand": ["refunds"]}).refunds
+    assert embedded.has_more and len(embedded.data) == 10
+    shown = {r.id for r in embedded.data}
+    [left_out, *_] = [r for r in made if r.id not in shown]
+    return seeded, [r.id for r in made], left_out.metadata["case_id"]
+
+
+async def test_gather_facts_finds_all_refunds_of_a_charge_past_the_embedded_page(
+        localstripe_url, stripe_acts):
+    seeded, refund_ids, _ = _refunded_eleven_times_and_more(localstripe_url)
+    facts = await _gather(stripe_acts, seeded)
+    assert sorted(r.refund_id for r in facts.existing_refunds) == sorted(refund_ids)
+    assert facts.amount_refunded == 1200
+    assert facts.stripe_requests == 3  # the charge, its customer's charges, more refunds
+
+
+async def test_create_refund_finds_this_rounds_refund_past_the_embedded_page(
+        localstripe_url, stripe_acts):
+    """Exactly once even on a charge with many refunds: the round's refund is found on the
+    next page, not made again."""
+    seeded, refund_ids, case_id = _refunded_eleven_times_and_more(localstripe_url)
+    with counting_requests() as made:
+        result = await ActivityEnvironment().run(
+            stripe_acts.stripe_create_refund, _refund_input(seeded, case_id, 100))
+    assert result.reused and result.refund_id in refund_ids and result.case_id == case_id
+    assert made[0] == 2  # the charge, the refunds after its embedded ones
+    listed = _client(localstripe_url).v1.refunds.list({"charge": seeded.charge_id,
+                                                       "limit": 100})
+    assert len(listed.data) == 12
+
+
+class _RecordingPacer(RequestPacer):
+    """The pacer, noting the (fake) time each request was let out."""
+
+    def __init__(self, rate: float, clock: FakeClock) -> None:
+        super().__init__(rate, clock=clock, sleep=clock.sleep)
+        self.fake_clock = clock
+        self.let_out: list[float] = []
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.let_out.append(self.fake_clock.now)
+
+
+async def test_concurrent_activities_share_the_one_bucket(localstripe_url):
+    """Two look-ups at once through one StripeActivities: their four requests leave one
+    per 1/rate, in fake time (the pacer's clock and sleep are injected)."""
+    settings = load_settings(STRIPE_API_BASE=localstripe_url, STRIPE_API_KEY=API_KEY,
+                             STRIPE_MAX_REQUESTS_PER_SECOND=2)
+    rate = stripe_dispatch_rate(settings.STRIPE_MAX_REQUESTS_PER_SECOND)
+    pacer = _RecordingPacer(rate, FakeClock())
+    acts = StripeActivities(settings, pacer=pacer)
+    first, second = _seed(localstripe_url), _seed(localstripe_url)
+
+    facts = await asyncio.gather(_gather(acts, first), _gather(acts, second))
+
+    assert [f.stripe_requests for f in facts] == [2, 2]
+    assert pacer.let_out == pytest.approx([k / rate for k in range(4)])
