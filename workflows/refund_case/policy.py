@@ -38,7 +38,7 @@ async def load_policy(rt: CaseRuntime) -> None:
             retry_policy=POLICY_RETRY_POLICY, summary="Load the refund policy in force")
     rt.pin_policy(policy)
     rt.record("policy_pinned", f"Policy {policy.version} applies to this case")
-    rt.keep_search_attributes()
+    rt.keep_search_attributes()  # lean view: written with the next change
 
 
 def facts_now(rt: CaseRuntime) -> PolicyFacts | None:

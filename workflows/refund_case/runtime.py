@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         OpsNotice,
     )
     from activities.stripe_models import STRIPE_PAUSE, STRIPE_STEP_DEADLINE
+    from core import search_attributes as sa
     from core.contract import (
         QUEUE_MEMO,
         QUEUE_STATUSES,
@@ -51,6 +52,11 @@ T = TypeVar("T")
 # and its latest ones (Temporal's event history keeps every signal and activity).
 MAX_TIMELINE = 400
 TIMELINE_HEAD = 40
+
+
+# Lean view: attributes that wait for another change to be written with it (the pinned
+# policy's version, known a moment before the status moves on).
+WRITTEN_WITH_OTHERS = frozenset({sa.POLICY_VERSION.name})
 
 
 class CaseClosed(Exception):
@@ -166,7 +172,7 @@ class CaseRuntime:
             return
         self._view_due = False
         updates = self._attribute_updates()
-        if updates:
+        if any(u.key.name not in WRITTEN_WITH_OTHERS for u in updates):
             workflow.upsert_search_attributes(updates)
         card = queue_card_of(self.case)
         queued = card.status in QUEUE_STATUSES
