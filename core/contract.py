@@ -746,6 +746,20 @@ class IncidentCounts(BaseModel):
         return self.refunded + self.to_agent + self.failed + self.skipped + self.cancelled
 
 
+class CaseOutcome(Strict):
+    """A case tells its incident where it stands (refunded, refund failed, with an agent,
+    closed): signal `case_outcome`, sent on each such status."""
+
+    case_id: str
+    ref: str | None = Field(None, description="The charge or payment intent of the case.")
+    status: CaseStatus
+    refunded: int = Field(0, description="Minor units refunded, when refunded.")
+    currency: str | None = None
+    customer_email: str
+    apology_sent: bool = False
+    reason: str = ""
+
+
 class IncidentState(BaseModel):
     """Everything the incident knows, carried across continue-as-new. Per-charge detail is
     kept only where the report needs it (failures, customers emailed); the cases hold the
@@ -845,20 +859,6 @@ class IncidentActionResult(BaseModel):
     phase: IncidentPhase
     paused: bool
     message: str
-
-
-class CaseOutcome(Strict):
-    """A case tells its incident where it stands (refunded, refund failed, with an agent,
-    closed): signal `case_outcome`, sent on each such status."""
-
-    case_id: str
-    ref: str | None = Field(None, description="The charge or payment intent of the case.")
-    status: CaseStatus
-    refunded: int = Field(0, description="Minor units refunded, when refunded.")
-    currency: str | None = None
-    customer_email: str
-    apology_sent: bool = False
-    reason: str = ""
 
 
 class JoinIncidentSignal(Strict):

@@ -19,6 +19,7 @@ from api import agents, signatures
 from api.app import create_app
 from api.intake import MAX_BODY_BYTES
 from core import search_attributes as sa
+from core.contract import QUEUE_MEMO
 from core.reply_address import reply_tag
 from tests.api_support import (
     INBOUND_SECRET,
@@ -199,9 +200,12 @@ async def test_a_case_opened_by_hand_records_its_agent_in_the_memo():
         by_webhook = await api.post("/webhooks/refund-requests", content=raw, headers=headers)
     assert by_hand.status_code == 202 and by_webhook.status_code == 202
     [(_, hand_request, hand), (_, _, hook)] = client.starts
-    assert hand["id"] == "refund-r-hand" and hand["memo"] == {"opened_by": "agent:alice"}
+    assert hand["id"] == "refund-r-hand" and hand["memo"]["opened_by"] == "agent:alice"
     assert "opened_by" not in json.dumps(hand_request.model_dump(mode="json"))  # not in the request
-    assert hook["id"] == "refund-r-hook" and hook["memo"] is None
+    assert hook["id"] == "refund-r-hook" and "opened_by" not in hook["memo"]
+    # Both carry the queue's first card: the case writes it again only in an agent's queue.
+    assert [start[2]["memo"][QUEUE_MEMO].status for start in client.starts] == [
+        "received", "received"]
     # Both record when the request reached us: the acknowledgment SLA counts from it.
     assert all(start[1].received_at is not None for start in client.starts)
 
