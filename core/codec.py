@@ -2,12 +2,15 @@
 
 Every payload a client or worker of Refund Desk writes (workflow input, signal and update
 arguments, activity inputs and results, query answers, memos, summaries, failure messages)
-is serialized, then encrypted here before it leaves the process; Temporal stores only
-`binary/encrypted` payloads that carry the id of their key in the metadata
-(`encryption-key-id`). Several keys can be loaded at once: the active one
-(PAYLOAD_ENCRYPTION_KEY_ID) encrypts, any known one decrypts, so a key is rotated by adding
-a new one, making it active, and removing the old one once no open case and no history you
-still need reads it.
+is serialized, compressed when that makes it shorter, then encrypted here before it
+leaves the process; Temporal stores only `binary/encrypted` (or, compressed first,
+`binary/encrypted-zlib`) payloads that carry the id of their key in the metadata
+(`encryption-key-id`). This codec decodes both; the version before compression reads
+only the first, so deploy this one to every worker, API and codec server together (a task
+that meets a payload it cannot read fails and is retried). Several keys can be loaded at
+once: the active one (PAYLOAD_ENCRYPTION_KEY_ID) encrypts, any known one decrypts, so a
+key is rotated by adding a new one, making it active, and removing the old one once no
+open case and no history you still need reads it.
 
 A payload that is not encrypted (histories written before encryption was on) is decoded
 as it is. A payload whose key is unknown fails with the key id named.
@@ -22,6 +25,7 @@ import binascii
 import dataclasses
 import json
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,8 +42,14 @@ from temporalio.converter import (
 from core.config import DEV_PAYLOAD_KEY, DEV_PAYLOAD_KEY_ID, ConfigError, Settings
 
 ENCODING = b"binary/encrypted"
+# The same, over the payload compressed first (zlib): written when that is shorter. Every
+# byte of a history is stored, replayed and decoded for the weeks a case lives (issue 12).
+ENCODING_ZLIB = b"binary/encrypted-zlib"
+ENCODINGS = (ENCODING, ENCODING_ZLIB)
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+COMPRESS_FROM = 96  # bytes of serialized payload: below this zlib rarely saves anything
+MAX_PLAIN_BYTES = 8 * 1024 * 1024  # above Temporal's 2 MB payload limit: no zip bomb
 _KEY_SIZES = (16, 24, 32)
 
 
@@ -70,11 +80,17 @@ class EncryptionCodec(PayloadCodec):
     def encrypt(self, payload: Payload) -> Payload:
         nonce = os.urandom(NONCE_BYTES)
         key_id = self.active.encode()
-        sealed = self._ciphers[self.active].encrypt(nonce, payload.SerializeToString(), key_id)
-        return Payload(metadata={"encoding": ENCODING, KEY_ID: key_id}, data=nonce + sealed)
+        plain, encoding = payload.SerializeToString(), ENCODING
+        if len(plain) >= COMPRESS_FROM:
+            packed = zlib.compress(plain, 6)
+            if len(packed) < len(plain):
+                plain, encoding = packed, ENCODING_ZLIB
+        sealed = self._ciphers[self.active].encrypt(nonce, plain, key_id)
+        return Payload(metadata={"encoding": encoding, KEY_ID: key_id}, data=nonce + sealed)
 
     def decrypt(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCODING:
+        encoding = payload.metadata.get("encoding")
+        if encoding not in ENCODINGS:
             return payload  # written before encryption, or by a client without the codec
         key_id = payload.metadata.get(KEY_ID, b"").decode("utf-8", "replace")
         cipher = self._ciphers.get(key_id)
@@ -87,7 +103,20 @@ class EncryptionCodec(PayloadCodec):
         except InvalidTag:
             raise CodecError(f"payload under key {key_id!r} does not decrypt (altered, or "
                              "a different key with the same id)") from None
+        if encoding == ENCODING_ZLIB:
+            plain = _inflate(plain)
         return Payload.FromString(plain)
+
+
+def _inflate(packed: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(packed, MAX_PLAIN_BYTES)
+    except zlib.error as exc:
+        raise CodecError(f"compressed payload does not inflate: {exc}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise CodecError(f"compressed payload is larger than {MAX_PLAIN_BYTES} bytes or cut")
+    return plain
 
 
 def load_keys(settings: Settings) -> tuple[dict[str, bytes], str]:

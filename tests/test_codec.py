@@ -13,8 +13,11 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from core import codec as codec_module
 from core.codec import (
     ENCODING,
+    ENCODING_ZLIB,
+    ENCODINGS,
     KEY_ID,
     CodecError,
     EncryptionCodec,
@@ -45,10 +48,40 @@ async def encoded(codec: EncryptionCodec) -> Payload:
 async def test_payloads_are_encrypted_with_the_active_key_and_decode_back():
     codec = EncryptionCodec({"k1": base64.b64decode(K1)}, "k1")
     payload = await encoded(codec)
-    assert payload.metadata["encoding"] == ENCODING and payload.metadata[KEY_ID] == b"k1"
+    assert payload.metadata["encoding"] in ENCODINGS and payload.metadata[KEY_ID] == b"k1"
     assert b"lee@example.com" not in payload.SerializeToString()
     [back] = await data_converter(codec).decode([payload], [RefundRequest])
     assert back == request()
+
+
+async def test_a_payload_that_compresses_is_stored_compressed_and_decodes_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = EncryptionCodec({"k1": base64.b64decode(K1)}, "k1")
+    [plain] = await pydantic_data_converter.encode([request()])
+    packed = codec.encrypt(plain)
+    monkeypatch.setattr(codec_module, "COMPRESS_FROM", 10**9)
+    unpacked = codec.encrypt(plain)  # as the codec before compression wrote it
+    assert packed.metadata["encoding"] == ENCODING_ZLIB
+    assert unpacked.metadata["encoding"] == ENCODING
+    assert len(packed.data) < len(unpacked.data)
+    assert codec.decrypt(packed) == plain == codec.decrypt(unpacked)
+
+
+async def test_a_short_payload_is_not_compressed() -> None:
+    codec = EncryptionCodec({"k1": base64.b64decode(K1)}, "k1")
+    [plain] = await pydantic_data_converter.encode(["ok"])
+    sealed = codec.encrypt(plain)
+    assert sealed.metadata["encoding"] == ENCODING and codec.decrypt(sealed) == plain
+
+
+async def test_a_compressed_payload_inflates_only_up_to_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = EncryptionCodec({"k1": base64.b64decode(K1)}, "k1")
+    sealed = codec.encrypt(Payload(metadata={"encoding": b"json/plain"}, data=b"0" * 100_000))
+    assert sealed.metadata["encoding"] == ENCODING_ZLIB and len(sealed.data) < 1_000
+    monkeypatch.setattr(codec_module, "MAX_PLAIN_BYTES", 50_000)
+    with pytest.raises(CodecError, match="larger than 50000 bytes"):
+        codec.decrypt(sealed)
 
 
 async def test_rotation_old_payloads_still_decode_new_ones_use_the_new_key():
@@ -150,7 +183,7 @@ async def test_the_codec_server_encodes_and_refuses_garbage():
         undecodable = await api.post("/codec/decode", json=body_of(unknown_key),
                                      headers={"Authorization": "Bearer tok-alice"})
     [sealed] = json_format.ParseDict(enc.json(), Payloads()).payloads
-    assert sealed.metadata["encoding"] == ENCODING
+    assert sealed.metadata["encoding"] in ENCODINGS
     assert (await codec_from_settings(settings).decode([sealed]))[0] == plain
     assert bad.status_code == 400
     assert undecodable.status_code == 422 and "'gone'" in undecodable.json()["detail"]
