@@ -31,10 +31,12 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.api.history.v1 import History, HistoryEvent  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.common import SearchAttributePair, TypedSearchAttributes  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.converter import DataConverter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
 from core import binaries, search_attributes  # noqa: E402
+from core.codec import codec_from_settings, data_converter  # noqa: E402
+from core.config import load_settings  # noqa: E402
 from core.models import CaseStatus, RefundReason, RefundRequest  # noqa: E402
 from stack.net import free_port, wait_for_port  # noqa: E402
 from stack.stripe_seed import SeededCharge, seed_charge  # noqa: E402
@@ -42,6 +44,12 @@ from stack.stripe_seed import SeededCharge, seed_charge  # noqa: E402
 CASE_WORKFLOW = "RefundCase"
 STRIPE_KEY = "sk_test_refund_desk_bench"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stack_converter() -> DataConverter:
+    """The converter `make run` uses: pydantic, with the payload codec (its compression
+    and encryption), so histories have the sizes, and workers the CPU, they have there."""
+    return data_converter(codec_from_settings(load_settings()))
 
 
 # --- /proc readings ------------------------------------------------------------------
@@ -172,7 +180,7 @@ class BenchStack:
         while True:
             try:
                 self._client = await Client.connect(self.address, namespace="default",
-                                                    data_converter=pydantic_data_converter)
+                                                    data_converter=stack_converter())
                 await self._client.count_workflows("")
                 return
             except Exception:

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bare_workflows  # noqa: E402  (bench/ is sys.path[0]: the sandbox re-imports it)
+import bench_stack  # noqa: E402
 from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 # Worker options the benchmarks vary, and the SDK's defaults when they are not given.
@@ -69,7 +69,7 @@ async def main(argv: list[str] | None = None) -> None:
                 if getattr(args, name) is not None}
 
     client = await Client.connect(args.address, namespace=args.namespace,
-                                  data_converter=pydantic_data_converter)
+                                  data_converter=bench_stack.stack_converter())
     if args.kind == "case":
         worker = _case_worker(client, args.task_queue, args.settings, tunables)
     else:
