@@ -297,11 +297,13 @@ async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment
         history = await case.handle.fetch_history()
         await record_history(case.handle, "lean_auto_approve")
     assert state.status == "completed"
-    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
-               for e in history.events
+    markers = [e.marker_recorded_event_attributes for e in history.events
                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    ids = [json.loads(data)["id"] for data in markers]
+    ids = [json.loads(m.details["patch-data"].payloads[0].data)["id"]
+           for m in markers if m.marker_name == "core_patch"]
     assert ids == [patches.BASELINE_LEAN]
+    # the policy pinned by a local activity: its one marker, no activity task
+    assert [m.marker_name for m in markers] == ["core_patch", "core_local_activity"]
     ids_of_lean = dict(patches.BASELINES)[patches.BASELINE_LEAN]
     assert not ids_of_lean & set(ids)  # none of the ids it stands for
     # Lean (issue 12): no Stripe permits (the worker paces requests), no queue memo for a
@@ -310,7 +312,7 @@ async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
                  for e in history.events
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
-    assert "stripe_permit" not in scheduled
+    assert "stripe_permit" not in scheduled and "pin_policy" not in scheduled
     assert not [e for e in history.events
                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED]
     upserts_per_task: list[int] = []

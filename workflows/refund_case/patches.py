@@ -53,12 +53,13 @@ REPLY_REOPENS = "replies-reopen-closed-cases"
 # the memo only while the case is in an agent's queue.
 STRIPE_PACED = "stripe-paced-in-worker"
 LEAN_VIEW = "lean-ops-view"
+PIN_LOCALLY = "pin-policy-locally"  # pin_policy as a local activity
 
 # The second baseline: every id above in one marker. A run records the newest baseline it
 # has; runs that recorded the first one ask the ids after it on their own.
 BASELINE_LEAN = "baseline-lean-case"
 BASELINES = (
-    (BASELINE_LEAN, BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW}),
+    (BASELINE_LEAN, BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW, PIN_LOCALLY}),
     (BASELINE, BASELINE_IDS),
 )
 

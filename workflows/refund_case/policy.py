@@ -26,7 +26,16 @@ with workflow.unsafe.imports_passed_through():
 async def load_policy(rt: CaseRuntime) -> None:
     """The policy in force, pinned for the whole case: by version and content hash (the
     worker holds the policy itself), or, for cases started before, the whole policy."""
-    if patches.has(patches.PINNED_POLICY):
+    if patches.has(patches.PIN_LOCALLY):
+        # A local activity: one marker in history, and no round trip through the server
+        # before the acknowledgment (issue 12: the worker that runs the case reads the
+        # file it holds anyway).
+        ref = await workflow.execute_local_activity(
+            PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
+            retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")
+        policy = resolve(ref)
+        rt.case.policy_sha256 = ref.sha256
+    elif patches.has(patches.PINNED_POLICY):
         ref = await workflow.execute_activity(
             PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
             retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")
