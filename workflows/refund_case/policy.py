@@ -3,6 +3,8 @@ case; every evaluation is the pure `policies.evaluate` over the case's facts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -26,19 +28,8 @@ with workflow.unsafe.imports_passed_through():
 async def load_policy(rt: CaseRuntime) -> None:
     """The policy in force, pinned for the whole case: by version and content hash (the
     worker holds the policy itself), or, for cases started before, the whole policy."""
-    if patches.has(patches.PIN_LOCALLY):
-        # A local activity: one marker in history, and no round trip through the server
-        # before the acknowledgment (issue 12: the worker that runs the case reads the
-        # file it holds anyway).
-        ref = await workflow.execute_local_activity(
-            PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
-            retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")
-        policy = resolve(ref)
-        rt.case.policy_sha256 = ref.sha256
-    elif patches.has(patches.PINNED_POLICY):
-        ref = await workflow.execute_activity(
-            PIN_POLICY, result_type=PolicyRef, start_to_close_timeout=POLICY_START_TO_CLOSE,
-            retry_policy=POLICY_RETRY_POLICY, summary="Pin the refund policy in force")
+    if patches.has(patches.PINNED_POLICY):
+        ref = await _pin(locally=patches.has(patches.PIN_LOCALLY))
         policy = resolve(ref)
         rt.case.policy_sha256 = ref.sha256
     else:
@@ -48,6 +39,22 @@ async def load_policy(rt: CaseRuntime) -> None:
     rt.pin_policy(policy)
     rt.record("policy_pinned", f"Policy {policy.version} applies to this case")
     rt.keep_search_attributes()  # lean view: written with the next change
+
+
+_PIN_OPTIONS: dict[str, Any] = {
+    "result_type": PolicyRef, "start_to_close_timeout": POLICY_START_TO_CLOSE,
+    "retry_policy": POLICY_RETRY_POLICY, "summary": "Pin the refund policy in force"}
+
+
+async def _pin(*, locally: bool) -> PolicyRef:
+    """Since `pin-policy-locally`, a local activity: one marker in history, and no round
+    trip through the server before the acknowledgment (the worker that runs the case
+    holds the policy anyway)."""
+    if locally:
+        local: PolicyRef = await workflow.execute_local_activity(PIN_POLICY, **_PIN_OPTIONS)
+        return local
+    ref: PolicyRef = await workflow.execute_activity(PIN_POLICY, **_PIN_OPTIONS)
+    return ref
 
 
 def facts_now(rt: CaseRuntime) -> PolicyFacts | None:
