@@ -54,6 +54,7 @@ from core.contract import (  # noqa: E402
     RefundRequest,
 )
 from core.incident_client import IncidentClient  # noqa: E402
+from stack import dev_server  # noqa: E402
 from stack.net import free_port, wait_for_port  # noqa: E402
 from stack.stripe_seed import seed_charge  # noqa: E402
 from tests.stripe_rate_limit_proxy import SeenCall, StripeRateLimitProxy  # noqa: E402
@@ -209,7 +210,9 @@ async def run(args: argparse.Namespace) -> None:
         search_attributes=search_attributes.ALL,
         # as the worker: payloads encrypted with the configured (development) key
         data_converter=data_converter(codec_from_settings(get_settings())),
-        dev_server_extra_args=[  # as in production: the Stripe queue in one partition
+        dev_server_extra_args=[
+            *dev_server.KEEP_SEARCH_ATTRIBUTE_CACHE,  # as `make run` keeps it
+            # as in production: the Stripe queue in one partition
             "--dynamic-config-value", f"matching.numTaskqueueReadPartitions={args.partitions}",
             "--dynamic-config-value", f"matching.numTaskqueueWritePartitions={args.partitions}"])
     address = env.client.service_client.config.target_host

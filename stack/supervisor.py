@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from activities.stripe_models import stripe_task_queue
-from core import binaries, search_attributes
+from core import binaries
 from core.config import ROOT, ConfigError, Settings, load_settings
 from core.contract import TASK_QUEUE
+from stack import dev_server
 from stack.net import port_open
 
 STOP_GRACE_SECONDS = 10
@@ -125,16 +126,9 @@ class Stack:
         }
 
     def _temporal(self) -> Child:
-        argv = [
-            binaries.temporal_cli(), "server", "start-dev",
-            "--ip", "127.0.0.1",
-            "--port", str(self.s.TEMPORAL_PORT),
-            "--ui-port", str(self.s.TEMPORAL_UI_PORT),
-            "--db-filename", str(self.data / "temporal.db"),
-            "--namespace", self.s.TEMPORAL_NAMESPACE,
-            "--log-level", "warn",
-            *search_attributes.cli_flags(),
-        ]
+        argv = dev_server.argv(port=self.s.TEMPORAL_PORT, ui_port=self.s.TEMPORAL_UI_PORT,
+                               db_file=self.data / "temporal.db",
+                               namespace=self.s.TEMPORAL_NAMESPACE)
         return Child("temporal", argv, self.logs / "temporal.log")
 
     def _localstripe(self) -> Child:

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from core import binaries, search_attributes
 from core.codec import codec_from_settings, data_converter
 from core.config import load_settings
+from stack import dev_server
 from stack.net import free_port, wait_for_port
 from tests.workflow_doubles import end_cases_left_running
 
@@ -69,6 +70,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=binaries.temporal_cli(),
         data_converter=data_converter(codec_from_settings(load_settings())),
         search_attributes=search_attributes.ALL,
+        dev_server_extra_args=dev_server.KEEP_SEARCH_ATTRIBUTE_CACHE,  # as `make run` does
         dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -232,6 +233,9 @@ def test_stack_runs_survives_restart_and_stops_when_the_worker_dies(tmp_path):
     assert code == 0, out
     assert "Stopped." in out
     assert _wait_until(again.ports_closed)
+    # Temporal's file is written ahead (stack/dev_server.py), and stays so across restarts.
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "temporal.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_repeated_ctrl_c_during_shutdown_still_stops_every_child(tmp_path):

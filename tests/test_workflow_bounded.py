@@ -22,6 +22,7 @@ from core.contract import (
     Signal,
     Update,
 )
+from stack import dev_server
 from tests.conftest import SERVER_STARTUP
 from tests.workflow_doubles import Case, Fakes, default_policy, record_history, request
 from workflows.refund_case.gather_info import MAX_REPLIES_KEPT, MAX_REPLY_CHARS
@@ -36,7 +37,7 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binaries.temporal_cli(),
         data_converter=pydantic_data_converter, search_attributes=search_attributes.ALL,
-        dev_server_extra_args=["--dynamic-config-value",
+        dev_server_extra_args=[*dev_server.KEEP_SEARCH_ATTRIBUTE_CACHE, "--dynamic-config-value",
                                f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER_EVENTS}"],
         dev_server_startup_timeout=SERVER_STARTUP)
     try:
