@@ -45,8 +45,13 @@ def _case_worker(client: Client, task_queue: str, settings_json: str,
 
 
 def _bare_worker(client: Client, task_queue: str, tunables: dict[str, int]) -> Worker:
+    """The bare workflows on the runner the real worker uses, so the two compare like with
+    like."""
+    from worker import WORKFLOW_RUNNER
+
     return Worker(client, task_queue=task_queue, workflows=bare_workflows.WORKFLOWS,
-                  activities=bare_workflows.ACTIVITIES, **tunables)
+                  activities=bare_workflows.ACTIVITIES, workflow_runner=WORKFLOW_RUNNER,
+                  **tunables)
 
 
 def _in_effect(worker: Any) -> dict[str, Any]:
