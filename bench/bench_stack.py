@@ -4,7 +4,8 @@ their CPU time and memory are read apart from everything else), and the readings
 seconds and RSS from /proc, history events and bytes, event times.
 
 Only the public surface is used (DESIGN.md): the workflow type "RefundCase", the task
-queue, core.models.RefundRequest, worker.build_worker, core.search_attributes.
+queue, core.models.RefundRequest, core.case_client.CaseClient (as intake starts a case),
+worker.build_worker.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ sys.path.insert(0, str(ROOT))
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.api.history.v1 import History, HistoryEvent  # noqa: E402
 from temporalio.client import Client  # noqa: E402
-from temporalio.common import SearchAttributePair, TypedSearchAttributes  # noqa: E402
 from temporalio.converter import DataConverter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
-from core import binaries, search_attributes  # noqa: E402
+from core import binaries  # noqa: E402
+from core.case_client import CaseClient  # noqa: E402
 from core.codec import codec_from_settings, data_converter  # noqa: E402
-from core.config import load_settings  # noqa: E402
-from core.models import CaseStatus, RefundReason, RefundRequest  # noqa: E402
+from core.config import DEV_CUSTOMER_REF_KEY, load_settings  # noqa: E402
+from core.models import RefundReason, RefundRequest  # noqa: E402
+from stack import dev_server  # noqa: E402
 from stack.net import free_port, wait_for_port  # noqa: E402
 from stack.stripe_seed import SeededCharge, seed_charge  # noqa: E402
 
@@ -159,16 +161,13 @@ class BenchStack:
         return child
 
     async def start(self) -> None:
-        """The dev server as supervisor.py runs it (SQLite file, our search attributes,
-        the UI on a port of its own), and localstripe with a fresh state file."""
+        """The dev server as supervisor.py runs it (stack/dev_server.py: SQLite file, our
+        search attributes, the UI on a port of its own), and localstripe with a fresh state file."""
         port, ui_port = free_port(), free_port()
         self.address = f"127.0.0.1:{port}"
-        self.temporal = self._spawn("temporal", [
-            binaries.temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1",
-            "--port", str(port), "--ui-port", str(ui_port),
-            "--db-filename", str(self.dir / "temporal.db"), "--namespace", "default",
-            "--log-level", "warn", *search_attributes.cli_flags(),
-        ])
+        self.temporal = self._spawn("temporal", dev_server.argv(
+            port=port, ui_port=ui_port, db_file=self.dir / "temporal.db",
+            namespace="default"))
         stripe_port = free_port()
         self.stripe_base = f"http://127.0.0.1:{stripe_port}"
         self.stripe = self._spawn("localstripe", [
@@ -266,26 +265,19 @@ def request_for(request_id: str, charge: SeededCharge | None, *,
     )
 
 
-def initial_search_attributes(request: RefundRequest) -> TypedSearchAttributes:
-    """What intake sets when it starts a case (api/intake.py does the same)."""
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(search_attributes.STATUS, CaseStatus.received.value),
-        SearchAttributePair(search_attributes.REASON, request.reason.value),
-        SearchAttributePair(search_attributes.CUSTOMER, request.customer_email),
-    ]
-    if request.charge_id:
-        pairs.append(SearchAttributePair(search_attributes.CHARGE_ID, request.charge_id))
-    return TypedSearchAttributes(pairs)
-
-
 async def start_one(client: Client, workflow: str, request: RefundRequest,
                     task_queue: str) -> None:
-    """Started by type name, as intake does: the benchmark imports no workflow class."""
-    is_case = workflow == CASE_WORKFLOW
-    await client.start_workflow(
-        workflow, request, id=request.case_id, task_queue=task_queue,
-        search_attributes=initial_search_attributes(request) if is_case else None,
-    )
+    """A case is started as intake starts it (CaseClient.start: its search attributes,
+    the customer's reference and the queue's first card), a bare workflow with nothing but
+    its input. Both by type name: the benchmark imports no workflow class."""
+    if workflow == CASE_WORKFLOW:
+        cases = CaseClient(client, task_queue=task_queue,
+                           customer_ref_key=DEV_CUSTOMER_REF_KEY)
+        started = await cases.start(request)
+        if not started.started:
+            raise RuntimeError(f"{request.case_id} was started before")
+        return
+    await client.start_workflow(workflow, request, id=request.case_id, task_queue=task_queue)
 
 
 async def start_all(client: Client, workflow: str, requests: Iterable[RefundRequest],
