@@ -11,7 +11,9 @@ A bare workflow counts when it completes; a case when its refund is created (the
 completion of its `stripe_create_refund` activity). Rates come from the server's event
 times: N / (last counted - first started). CPU is read from /proc between the first start
 and the moment the worker is idle again, so warm-up and start-up are not in it. The worker
-runs in a child process, one per phase, with the SDK defaults of build_worker.
+runs in a child process, one per phase: the case's is build_worker with its defaults, the
+bare one runs on the same workflow runner (worker.WORKFLOW_RUNNER). Cases are started as
+intake starts them (CaseClient.start).
 
 All N are started at once, so a backlog forms; a workflow task that waits in the worker's
 sticky queue longer than its schedule-to-start timeout times out and is retried on the

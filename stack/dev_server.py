@@ -9,8 +9,8 @@ long-running local stack has and the CLI's quick start does not:
   off so that attributes created while the server runs work at once; the server then reads
   the cluster's attributes from its database on every use of one. Ours are all registered
   by `--search-attribute` before the server starts, so it can cache them as a production
-  server does. Without the cache a case cost the server about 45 database reads more than
-  a bare workflow (bench/case_throughput.py, README "Where a case stands now").
+  server does. Without the cache a case cost the server 45 database reads (a bare workflow
+  11); with it, none (README "What `make run` starts").
 - **Its SQLite file is written ahead (WAL)**. The default rollback journal syncs the disk
   several times per transaction and blocks readers (the Web UI, the console's queue) while
   it writes; the write-ahead log syncs once per transaction, with the same durability
