@@ -49,10 +49,10 @@ from workflows.refund_case import RefundCase
 # nothing of ours here any more: the workflows package is passed through it (imported once,
 # since it holds no state at module level), and the sandbox restricts only what it imports
 # itself, so `datetime.now()` in workflows/ ran unchecked. What it still cost was work on
-# every payload of every workflow task (entering the sandbox to find the payload's
-# serialization context) and memory for each cached case (bench/case_throughput.py,
-# bench/worker_memory.py). The workflow tests and the replay of every recorded history run
-# in the SDK's full sandbox, where a nondeterministic call in workflows/ fails.
+# every payload of every workflow task: entering the sandbox to find the payload's
+# serialization context (bench/case_throughput.py, README "Where a case stands now"). The
+# workflow tests and the replay of every recorded history run in the SDK's full sandbox,
+# where a nondeterministic call in workflows/ fails.
 WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 
 
