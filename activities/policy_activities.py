@@ -31,6 +31,15 @@ POLICY_RETRY_POLICY = RetryPolicy(
     maximum_attempts=20,
     non_retryable_error_types=[POLICY_INVALID],
 )
+# Pinning the policy tries a few times within a workflow task's timeout (a local activity
+# that retries longer keeps the task alive with extra tasks in history); past that, the case
+# waits and pins again later (workflows/refund_case/policy.py).
+PIN_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=4),
+    maximum_attempts=4,
+    non_retryable_error_types=[POLICY_INVALID],
+)
 
 
 class PolicyActivities:

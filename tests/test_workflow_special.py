@@ -188,3 +188,41 @@ async def test_a_bounce_of_another_email_only_lands_in_the_timeline(
         assert state.status == "awaiting_info"
         await case.handle.signal(RefundCase.withdraw, WithdrawSignal())
         await case.result()
+
+
+async def test_an_unreadable_policy_holds_the_case_until_it_can_be_read(
+        time_env: WorkflowEnvironment) -> None:
+    """The policy file is broken for the first pin and the one a minute later: the case
+    waits (it used to fail after 20 attempts), pins it on the third try and goes on. Three
+    minutes are less than the quarter of an hour after which ops hear of the policy."""
+    fakes = Fakes(unreadable_pins=2)
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+    assert state.status == "completed"
+    assert fakes.pins == 3
+    assert kinds(state).index("policy_unreadable") < kinds(state).index("policy_pinned") \
+        < kinds(state).index("email_sent")
+    assert "line 3: mapping values are not allowed" in entries(
+        state, "policy_unreadable")[0].message
+    assert fakes.templates()[0] == "acknowledgment"
+    assert state.refund is not None
+    # The acknowledgment went out minutes after the request: late for its 30 s SLA.
+    assert [o.kind for o in fakes.ops] == ["sla_breached"]
+
+
+async def test_ops_hear_once_of_a_policy_unreadable_for_a_quarter_of_an_hour(
+        time_env: WorkflowEnvironment) -> None:
+    """Tries at 0, 1, 3, 7, 15, 25 and 35 minutes: ops are told at the fifth (15 minutes of
+    waiting), not again at the sixth, and the seventh pins the policy."""
+    fakes = Fakes(unreadable_pins=6)
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+        await record_history(case.handle, "policy_pin_waits")
+    assert state.status == "completed"
+    assert fakes.pins == 7
+    assert [(o.kind, o.step) for o in fakes.ops] == [
+        ("policy_unreadable", "pin-policy"), ("sla_breached", "sla_acknowledge")]
+    assert "its customer not yet acknowledged" in fakes.ops[0].message
+    pinned = next(t.at for t in state.timeline if t.kind == "policy_pinned")
+    unreadable = next(t.at for t in state.timeline if t.kind == "policy_unreadable")
+    assert timedelta(minutes=35) <= pinned - unreadable < timedelta(minutes=36)

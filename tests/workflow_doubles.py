@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.email_models import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
 from activities.errors import permanent, transient
+from activities.policy_activities import POLICY_INVALID
 from activities.stripe_activities import stripe_permit
 from activities.stripe_models import (
     CreateRefundInput,
@@ -81,11 +82,13 @@ class Fakes:
     ack_gate: asyncio.Event | None = None  # the ack email waits for this
     info_gate: asyncio.Event | None = None  # the info_request email waits for this
     refund_gate: asyncio.Event | None = None  # stripe_create_refund waits for this
+    unreadable_pins: int = 0  # pin_policy finds the policy file broken this many times
     emails: list[EmailInput] = field(default_factory=list)
     ops: list[OpsNotice] = field(default_factory=list)
     refund_calls: list[CreateRefundInput] = field(default_factory=list)
     polls: int = 0
     gathers: int = 0
+    pins: int = 0
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.load_policy, self.pin_policy, self.stripe_gather_facts,
@@ -104,6 +107,10 @@ class Fakes:
 
     @activity.defn(name="pin_policy")
     async def pin_policy(self) -> PolicyRef:
+        self.pins += 1
+        if self.pins <= self.unreadable_pins:
+            raise permanent(POLICY_INVALID, "policies/default.yaml: line 3: mapping "
+                                            "values are not allowed here")
         return register(self.policy)
 
     @activity.defn(name="stripe_gather_facts")

@@ -63,6 +63,11 @@ BASELINES = (
     (BASELINE, BASELINE_IDS),
 )
 
+# After the second baseline (asked on their own, where the new path begins):
+# A policy that cannot be read holds a new case until it can, ops told; it used to fail the
+# case after 20 attempts (about 8 minutes).
+POLICY_PIN_WAITS = "policy-pin-waits"
+
 
 def begin_run() -> frozenset[str]:
     """Asked first thing in every run (RefundCase.run): the ids this run's baseline
