@@ -226,3 +226,18 @@ async def test_ops_hear_once_of_a_policy_unreadable_for_a_quarter_of_an_hour(
     pinned = next(t.at for t in state.timeline if t.kind == "policy_pinned")
     unreadable = next(t.at for t in state.timeline if t.kind == "policy_unreadable")
     assert timedelta(minutes=35) <= pinned - unreadable < timedelta(minutes=36)
+
+
+async def test_a_customer_can_withdraw_while_the_policy_cannot_be_read(
+        time_env: WorkflowEnvironment) -> None:
+    """The wait for a readable policy is a wait like any other: a withdrawal ends it, and
+    the case closes without ever needing the policy."""
+    fakes = Fakes(unreadable_pins=1000)
+    async with Case(time_env, fakes, request()) as case:
+        await case.until(lambda s: s.waiting_for == "the refund policy to be readable",
+                         "the wait for the policy")
+        await case.handle.signal(RefundCase.withdraw, WithdrawSignal(note="sorted it"))
+        state = await case.result()
+    assert state.status == "withdrawn"
+    assert fakes.templates() == []
+    assert "policy_pinned" not in kinds(state)
