@@ -223,6 +223,7 @@ async def test_ops_hear_once_of_a_policy_unreadable_for_a_quarter_of_an_hour(
     assert [(o.kind, o.step) for o in fakes.ops] == [
         ("policy_unreadable", "pin-policy"), ("sla_breached", "sla_acknowledge")]
     assert "its customer not yet acknowledged" in fakes.ops[0].message
+    assert fakes.ops[0].message.endswith("it tries again at least every 10 minutes.")
     pinned = next(t.at for t in state.timeline if t.kind == "policy_pinned")
     unreadable = next(t.at for t in state.timeline if t.kind == "policy_unreadable")
     assert timedelta(minutes=35) <= pinned - unreadable < timedelta(minutes=36)

@@ -100,7 +100,8 @@ async def _pin_when_readable(rt: CaseRuntime, *, locally: bool) -> PolicyRef:
                 "policy_unreadable",
                 f"The refund policy in force cannot be read: {problem}. This case has waited "
                 f"for it since {iso(since)}, its customer not yet acknowledged; it tries "
-                f"again at least every {PIN_AGAIN_AT_MOST}.", step="pin-policy")
+                f"again at least every {PIN_AGAIN_AT_MOST // timedelta(minutes=1)} minutes.",
+                step="pin-policy")
         wait = min(wait * 2, PIN_AGAIN_AT_MOST)
 
 
