@@ -28,8 +28,7 @@ KEEP_SEARCH_ATTRIBUTE_CACHE = [
 WRITE_AHEAD_LOG = ["--sqlite-pragma", "journal_mode=wal"]
 
 
-def argv(*, port: int, ui_port: int, db_file: Path, namespace: str,
-         extra: list[str] | None = None) -> list[str]:
+def argv(*, port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:
     """`temporal server start-dev` on 127.0.0.1 with its state in `db_file`, our search
     attributes registered, and the two settings above."""
     return [
@@ -37,5 +36,4 @@ def argv(*, port: int, ui_port: int, db_file: Path, namespace: str,
         "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
         "--db-filename", str(db_file), "--namespace", namespace, "--log-level", "warn",
         *search_attributes.cli_flags(), *KEEP_SEARCH_ATTRIBUTE_CACHE, *WRITE_AHEAD_LOG,
-        *(extra or []),
     ]
