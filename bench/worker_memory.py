@@ -14,9 +14,10 @@ limit, so it waits for an agent (RefundStatus awaiting_agent) after its policy l
 acknowledgment and Stripe look-up (all real: localstripe, outbox emails). The bare worker
 parks bare_workflows.BenchBareParked (the same three activities as no-ops, then a timer).
 The sticky cache holds at most --max-cached-workflows of them, so past that number RSS
-should stop growing. The two options go to worker.build_worker only if it accepts them
-(the SDK's defaults otherwise: 1000 cached workflows, 100 activity slots); the values in
-effect are printed. Each worker runs in a child process; RSS is VmRSS from /proc.
+should stop growing. The two options become the case worker's settings
+WORKER_MAX_CACHED_WORKFLOWS and WORKER_MAX_CONCURRENT_ACTIVITIES (defaults 500 and 100;
+the bare worker takes the SDK's, 1000 and 100); the values in effect are printed. Each
+worker runs in a child process; RSS is VmRSS from /proc.
 """
 
 from __future__ import annotations
