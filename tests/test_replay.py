@@ -33,8 +33,8 @@ def test_histories_are_recorded() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"e2e_agent_approve", "two_approvers", "ack_sla_breach", "continued_as_new",
             "e2e_encrypted", "incident_case", "incident_case_permits_alongside",
-            "incident_joined_permits_alongside", "lean_auto_approve", "incident_case_lean"
-            } <= names
+            "incident_joined_permits_alongside", "lean_auto_approve", "incident_case_lean",
+            "at_rest_auto_approve"} <= names
 
 
 def test_dev_server_histories_hold_ciphertext_only() -> None:

@@ -295,31 +295,42 @@ async def test_a_new_case_records_one_patch_marker(time_env: WorkflowEnvironment
     async with Case(time_env, Fakes(), request()) as case:
         state = await case.result()
         history = await case.handle.fetch_history()
-        await record_history(case.handle, "lean_auto_approve")
+        await record_history(case.handle, "at_rest_auto_approve")
     assert state.status == "completed"
     markers = [e.marker_recorded_event_attributes for e in history.events
                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     ids = [json.loads(m.details["patch-data"].payloads[0].data)["id"]
            for m in markers if m.marker_name == "core_patch"]
-    assert ids == [patches.BASELINE_LEAN]
+    assert ids == [patches.BASELINE_AT_REST]
     # the policy pinned by a local activity: its one marker, no activity task
     assert [m.marker_name for m in markers] == ["core_patch", "core_local_activity"]
-    ids_of_lean = dict(patches.BASELINES)[patches.BASELINE_LEAN]
-    assert not ids_of_lean & set(ids)  # none of the ids it stands for
+    ids_of_newest = dict(patches.BASELINES)[patches.BASELINE_AT_REST]
+    assert not ids_of_newest & set(ids)  # none of the ids it stands for
     # Lean (issue 12): no Stripe permits (the worker paces requests), no queue memo for a
-    # case that never waited for an agent (the starter's card stands), and at most one
-    # search-attribute upsert per workflow task besides the patch's own.
+    # case that never waited for an agent (the starter's card stands).
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
                  for e in history.events
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert "stripe_permit" not in scheduled and "pin_policy" not in scheduled
     assert not [e for e in history.events
                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED]
-    upserts_per_task: list[int] = []
-    for e in history.events:
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            upserts_per_task.append(0)
-        elif e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-            upserts_per_task[-1] += 1
-    assert upserts_per_task[0] == 1  # TemporalChangeVersion: the status is the starter's
-    assert max(upserts_per_task[1:]) == 1
+    # The view at rest: the case passes through assessing, approved and refunding in
+    # moments, so the first upsert after the patch's own comes where it rests (refunded,
+    # until the follow-up date), with everything that changed on the way.
+    upserts = [e for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    written = [dict(e.upsert_workflow_search_attributes_event_attributes
+                    .search_attributes.indexed_fields) for e in upserts]
+    assert set(written[0]) == {"TemporalChangeVersion"}
+    refund_done = next(e.event_id for e in history.events
+                       if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                       and e.activity_task_completed_event_attributes.scheduled_event_id
+                       == next(s.event_id for s in history.events
+                               if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                               and s.activity_task_scheduled_event_attributes
+                               .activity_type.name == "stripe_create_refund"))
+    assert [e.event_id for e in upserts if e.event_id < refund_done] == [upserts[0].event_id]
+    at_rest = {name: json.loads(p.data) for name, p in written[1].items()}
+    assert at_rest == {"RefundStatus": "refunded", "RefundPolicyVersion": state.policy_version,
+                       "RefundRisk": "low", "RefundAmount": 4900, "RefundCurrency": "usd"}
+    assert [json.loads(w["RefundStatus"].data) for w in written[2:]] == ["completed"]

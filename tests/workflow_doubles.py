@@ -21,7 +21,13 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.email_models import EMAIL_PERMANENT, EmailInput, EmailSent, OpsNotice
+from activities.email_models import (
+    EMAIL_PERMANENT,
+    EMAIL_TRANSIENT,
+    EmailInput,
+    EmailSent,
+    OpsNotice,
+)
 from activities.errors import permanent, transient
 from activities.policy_activities import POLICY_INVALID
 from activities.stripe_activities import stripe_permit
@@ -75,6 +81,7 @@ class Fakes:
     facts_overrides: dict[str, Any] = field(default_factory=dict)
     later_facts: dict[str, Any] = field(default_factory=dict)  # from the 2nd look-up on
     failing_templates: set[str] = field(default_factory=set)  # send_email refuses for good
+    flaky_templates: dict[str, int] = field(default_factory=dict)  # fails this often first
     refund_errors: list[Exception] = field(default_factory=list)  # raised in order first
     refund_status: str = "succeeded"
     poll_statuses: list[str] = field(default_factory=list)  # stripe_get_refund answers
@@ -162,6 +169,9 @@ class Fakes:
         if email.template in self.failing_templates:
             raise permanent(EMAIL_PERMANENT, "SendGrid refused the address (400)", status=400,
                             step=email.step)
+        if self.flaky_templates.get(email.template):
+            self.flaky_templates[email.template] -= 1
+            raise transient(EMAIL_TRANSIENT, "SendGrid answered 503", status=503)
         if email.step not in {e.step for e in self.emails}:
             self.emails.append(email)
         return EmailSent(message_id=f"msg-{email.step}", backend="outbox",

@@ -31,10 +31,12 @@ Deterministic: only workflow APIs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -50,6 +52,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 T = TypeVar("T")
+# How a caller runs the activity (RefundCase's CaseRuntime.first_alone): given a run with a
+# retry policy and a deadline, the policy and the deadline.
+Runner = Callable[[Callable[[RetryPolicy, timedelta | None], Awaitable[T]], RetryPolicy,
+                   timedelta | None], Awaitable[T]]
 
 PERMITS_ALONGSIDE = "stripe-permits-alongside"  # permits in the activity's workflow task
 
@@ -78,15 +84,23 @@ async def pay(requests: int, why: str) -> None:
 
 async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
                extra_requests: int = 0, deadline: timedelta | None = None,
-               paced: bool = False) -> T:
+               paced: bool = False, runner: Runner[T] | None = None) -> T:
     """Run a Stripe activity on the Stripe queue once its requests (its usual count
     from STRIPE_REQUESTS, plus `extra_requests`) are paid for. A 429 comes back here:
     after Stripe's back-off the next attempt is paid for in full, as many times as it
     takes (a 429 is never a failure). `paced`: the Stripe worker paces each request
-    itself (activities/stripe_pacing.py), so nothing is paid in permits."""
+    itself (activities/stripe_pacing.py), so nothing is paid in permits. `runner` runs
+    each try (by default with the queue's retry policy, as it is)."""
     requests = 1 if paced else STRIPE_REQUESTS[activity] + extra_requests
     alongside = not paced and workflow.patched(PERMITS_ALONGSIDE)
     limited = 0
+
+    def run(policy: RetryPolicy, left: timedelta | None) -> Awaitable[T]:
+        return workflow.execute_activity(
+            activity, arg, result_type=result_type, task_queue=queue(),
+            start_to_close_timeout=STRIPE_START_TO_CLOSE, schedule_to_close_timeout=left,
+            retry_policy=policy, summary=summary)
+
     while True:
         if alongside:  # the permits, then the activity, in this workflow task
             permits = _permits(requests - 1, summary)
@@ -94,11 +108,9 @@ async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
             await pay(requests - 1, summary)
             permits = []
         try:
-            result: T = await workflow.execute_activity(
-                activity, arg, result_type=result_type, task_queue=queue(),
-                start_to_close_timeout=STRIPE_START_TO_CLOSE, schedule_to_close_timeout=deadline,
-                retry_policy=STRIPE_QUEUE_RETRY_POLICY, summary=summary)
-            return result
+            if runner is None:
+                return await run(STRIPE_QUEUE_RETRY_POLICY, deadline)
+            return await runner(run, STRIPE_QUEUE_RETRY_POLICY, deadline)
         except ActivityError as err:
             cause = err.cause
             if not (isinstance(cause, ApplicationError) and cause.type == STRIPE_RATE_LIMITED):

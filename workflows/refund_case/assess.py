@@ -25,7 +25,7 @@ async def assess_case(rt: CaseRuntime) -> None:
             "looking the purchase up", "Stripe to answer the look-up (retried until it does)",
             lambda deadline: stripe_calls.gather_facts(
                 GatherFactsInput(case_id=case.case_id, request=request),
-                summary=f"Look up {what} in Stripe", deadline=deadline))
+                summary=f"Look up {what} in Stripe", deadline=deadline, runner=rt.first_alone))
     except ActivityError as err:  # Stripe said no for good (e.g. access refused)
         facts = StripeFacts(found=False, not_found_reason=f"Stripe look-up failed: {cause(err)}",
                             charge_id=request.charge_id,

@@ -56,17 +56,26 @@ LEAN_VIEW = "lean-ops-view"
 PIN_LOCALLY = "pin-policy-locally"  # pin_policy as a local activity
 
 # The second baseline: every id above in one marker. A run records the newest baseline it
-# has; runs that recorded the first one ask the ids after it on their own.
+# has; runs that recorded an older one ask the ids after it on their own.
 BASELINE_LEAN = "baseline-lean-case"
-BASELINES = (
-    (BASELINE_LEAN, BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW, PIN_LOCALLY}),
-    (BASELINE, BASELINE_IDS),
-)
+LEAN_IDS = BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW, PIN_LOCALLY}
 
 # After the second baseline (asked on their own, where the new path begins):
 # A policy that cannot be read holds a new case until it can, ops told; it used to fail the
 # case after 20 attempts (about 8 minutes).
 POLICY_PIN_WAITS = "policy-pin-waits"
+# The view at rest (issue 12): the search attributes are written where the case comes to
+# rest, not at each step it passes through in a moment (runtime.CaseRuntime.first_attempt).
+VIEW_AT_REST = "view-at-rest"
+
+# The third baseline: a new id asked in the first steps of every case would cost each case
+# a marker and the SDK's TemporalChangeVersion upsert, a visibility write.
+BASELINE_AT_REST = "baseline-view-at-rest"
+BASELINES = (
+    (BASELINE_AT_REST, LEAN_IDS | {POLICY_PIN_WAITS, VIEW_AT_REST}),
+    (BASELINE_LEAN, LEAN_IDS),
+    (BASELINE, BASELINE_IDS),
+)
 
 
 def begin_run() -> frozenset[str]:
@@ -93,17 +102,20 @@ class AgentPaths:
     every_wait (awaiting_info actions, satisfy, retry and close), within_refundable
     (nothing left: closed, explained), sla_from_receipt (the ack SLA and the timeline count
     from the intake), queue_view (RefundAssignee, RefundDeadline and the `queue` memo),
-    lean_view (that view written once per workflow task, the memo only for the queue)."""
+    lean_view (that view written once per workflow task, the memo only for the queue),
+    view_at_rest (that view written where the case comes to rest)."""
 
     every_wait: bool = False
     within_refundable: bool = False
     sla_from_receipt: bool = False
     queue_view: bool = False
     lean_view: bool = False
+    view_at_rest: bool = False
 
     @classmethod
     def now(cls) -> AgentPaths:
         """Asked once, first thing in a run, so a case keeps one behaviour per run."""
         on = has(AGENTS_LIFECYCLE)
+        lean = on and has(LEAN_VIEW)
         return cls(every_wait=on, within_refundable=on, sla_from_receipt=on, queue_view=on,
-                   lean_view=on and has(LEAN_VIEW))
+                   lean_view=lean, view_at_rest=lean and has(VIEW_AT_REST))

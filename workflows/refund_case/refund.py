@@ -72,7 +72,7 @@ async def refund(rt: CaseRuntime, amount: int) -> RefundOutcome:
             f"Stripe to create the refund of {rt.money(amount)} (retried until it answers)",
             lambda deadline: stripe_calls.create_refund(
                 request, summary=f"Refund {rt.money(amount)} on {facts.charge_id}",
-                deadline=deadline))
+                deadline=deadline, runner=rt.first_alone))
     except ActivityError as err:
         await _not_made(rt, err)
         return "not_made"

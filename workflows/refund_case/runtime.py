@@ -7,13 +7,15 @@ as the playbook step and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.email_models import (
@@ -46,12 +48,17 @@ with workflow.unsafe.imports_passed_through():
     from .patches import AgentPaths
 
 T = TypeVar("T")
+# One run of a step's activity: with this retry policy, within this schedule-to-close
+# deadline (None: none).
+Attempts = Callable[[RetryPolicy, timedelta | None], Awaitable[T]]
 
 
 # The state stays bounded whatever a customer sends: the timeline keeps its first entries
 # and its latest ones (Temporal's event history keeps every signal and activity).
 MAX_TIMELINE = 400
 TIMELINE_HEAD = 40
+# A step whose first attempt used up its deadline still gets a last try (view at rest).
+MIN_DEADLINE_LEFT = timedelta(seconds=30)
 
 
 # Lean view: attributes that wait for another change to be written with it (the pinned
@@ -78,6 +85,9 @@ class CaseRuntime:
         # that continued from another may hold a card of the queue.
         self._view_due = False
         self._card_queued = continued
+        # View at rest: first attempts the main path waits on, and a write held meanwhile.
+        self._first_attempts = 0
+        self._view_held = False
 
     # --- the policy pinned for the case ---
 
@@ -171,6 +181,9 @@ class CaseRuntime:
         if not self._view_due:
             return
         self._view_due = False
+        if self._holds_view():
+            self._view_held = True
+            return
         updates = self._attribute_updates()
         if any(u.key.name not in WRITTEN_WITH_OTHERS for u in updates):
             workflow.upsert_search_attributes(updates)
@@ -179,6 +192,40 @@ class CaseRuntime:
         if card != self._queue_card and (queued or self._card_queued):
             workflow.upsert_memo({QUEUE_MEMO: card})
             self._queue_card, self._card_queued = card, queued
+
+    def _holds_view(self) -> bool:
+        """View at rest: while the case waits on the first attempt of a step's activity (a
+        Stripe call, an email), the write waits for where the case comes to rest, or for
+        that attempt to fail. A case in an agent's queue (as its attributes in force say)
+        leaves it at once: the agent who acted sees it go."""
+        if not (self.paths.view_at_rest and self._first_attempts):
+            return False
+        return workflow.info().typed_search_attributes.get(sa.STATUS) not in QUEUE_STATUSES
+
+    async def first_alone(self, run: Attempts[T], policy: RetryPolicy,
+                          deadline: timedelta | None) -> T:
+        """A step's activity, its first attempt on its own (view at rest): a case passes
+        through a step in a moment and its view is written where it rests; a first attempt
+        that fails ends the pause, the view is written, and the step goes on with its usual
+        retries within what is left of its deadline. A failure no retry can help is
+        raised as it was."""
+        if not self.paths.view_at_rest:
+            return await run(policy, deadline)
+        began = workflow.now()
+        self._first_attempts += 1
+        try:
+            return await run(dataclasses.replace(policy, maximum_attempts=1), deadline)
+        except ActivityError as err:
+            if not _retryable(err, policy):
+                raise
+        finally:
+            self._first_attempts -= 1
+            if self._view_held and not self._first_attempts:
+                self._view_held = False
+                self.keep_search_attributes()
+        left = None if deadline is None else max(deadline - (workflow.now() - began),
+                                                 MIN_DEADLINE_LEFT)
+        return await run(policy, left)
 
     def keep_queue_card(self) -> None:
         card = queue_card_of(self.case)
@@ -261,20 +308,23 @@ class CaseRuntime:
             "to": self.case.request.customer_email, "locale": self.case.request.locale,
             "timezone": self.case.request.timezone, "context": context, "step": step})
 
-    def start_email(self, email: EmailInput, summary: str
+    def start_email(self, email: EmailInput, summary: str,
+                    retry_policy: RetryPolicy = EMAIL_RETRY_POLICY,
+                    deadline: timedelta | None = EMAIL_DEADLINE
                     ) -> workflow.ActivityHandle[EmailSent]:
         return workflow.start_activity(
             SEND_EMAIL, email, result_type=EmailSent,
-            start_to_close_timeout=EMAIL_START_TO_CLOSE, schedule_to_close_timeout=EMAIL_DEADLINE,
-            retry_policy=EMAIL_RETRY_POLICY, summary=summary)
+            start_to_close_timeout=EMAIL_START_TO_CLOSE, schedule_to_close_timeout=deadline,
+            retry_policy=retry_policy, summary=summary)
 
     async def email(self, template: str, step: str, context: dict[str, Any]) -> bool:
         email = self.email_input(template, step, context)
-        return await self.email_done(self.start_email(email, f"Email the customer: {template}"),
-                                     email)
+        summary = f"Email the customer: {template}"
+        return await self.email_done(self.first_alone(
+            lambda policy, deadline: self.start_email(email, summary, policy, deadline),
+            EMAIL_RETRY_POLICY, EMAIL_DEADLINE), email)
 
-    async def email_done(self, handle: workflow.ActivityHandle[EmailSent],
-                         email: EmailInput) -> bool:
+    async def email_done(self, handle: Awaitable[EmailSent], email: EmailInput) -> bool:
         """An email's outcome in the timeline; a failed email is escalated, not fatal."""
         try:
             sent = await handle
@@ -362,6 +412,16 @@ def iso(moment: datetime) -> str:
 
 def cause(err: ActivityError) -> str:
     return str(err.cause) if err.cause is not None else str(err)
+
+
+def _retryable(err: ActivityError, policy: RetryPolicy) -> bool:
+    """Would `policy` have tried the failed activity again (a timeout, or an error of a
+    type it retries)?"""
+    c = err.cause
+    if isinstance(c, ActivityTimeout):
+        return True
+    return isinstance(c, ApplicationError) and not (
+        c.non_retryable or c.type in (policy.non_retryable_error_types or ()))
 
 
 def is_refusal(err: ActivityError) -> bool:

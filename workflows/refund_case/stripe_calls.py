@@ -39,7 +39,8 @@ def _paced() -> bool:
 
 
 async def gather_facts(inp: GatherFactsInput, summary: str,
-                       deadline: timedelta | None = None) -> StripeFacts:
+                       deadline: timedelta | None = None,
+                       runner: stripe_rate.Runner[StripeFacts] | None = None) -> StripeFacts:
     if not _rate_limited():
         facts: StripeFacts = await workflow.execute_activity(
             GATHER_FACTS, inp, result_type=StripeFacts,
@@ -50,7 +51,7 @@ async def gather_facts(inp: GatherFactsInput, summary: str,
     if _paced():
         paced: StripeFacts = await stripe_rate.call(
             GATHER_FACTS, inp, result_type=StripeFacts, summary=summary, deadline=deadline,
-            paced=True)
+            paced=True, runner=runner)
         return paced
     extra = 0 if inp.request.charge_id else PAYMENT_INTENT_REQUESTS
     facts = await stripe_rate.call(GATHER_FACTS, inp, result_type=StripeFacts,
@@ -63,7 +64,9 @@ async def gather_facts(inp: GatherFactsInput, summary: str,
 
 
 async def create_refund(inp: CreateRefundInput, summary: str,
-                        deadline: timedelta | None = None) -> RefundResult:
+                        deadline: timedelta | None = None,
+                        runner: stripe_rate.Runner[RefundResult] | None = None
+                        ) -> RefundResult:
     if not _rate_limited():
         made: RefundResult = await workflow.execute_activity(
             CREATE_REFUND, inp, result_type=RefundResult,
@@ -74,7 +77,7 @@ async def create_refund(inp: CreateRefundInput, summary: str,
     extra = 0 if inp.charge_id else PAYMENT_INTENT_REQUESTS
     return await stripe_rate.call(CREATE_REFUND, inp, result_type=RefundResult,
                                   summary=summary, extra_requests=extra, deadline=deadline,
-                                  paced=_paced())
+                                  paced=_paced(), runner=runner)
 
 
 async def get_refund(inp: GetRefundInput, summary: str,
