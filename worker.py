@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -84,8 +84,10 @@ class Workers:
     """The workers of one task queue and of its Stripe queue, run and stopped together
     (`async with build_worker(...)`, or `await build_worker(...).run()`)."""
 
-    def __init__(self, *workers: Worker) -> None:
+    def __init__(self, *workers: Worker,
+                 closing: Callable[[], Awaitable[None]] | None = None) -> None:
         self.workers = workers
+        self._closing = closing  # once the workers have stopped: the Stripe connections
 
     async def __aenter__(self) -> Workers:
         for worker in self.workers:
@@ -96,9 +98,17 @@ class Workers:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         for worker in reversed(self.workers):
             await worker.__aexit__(exc_type, exc, tb)
+        await self._close()
 
     async def run(self) -> None:
-        await asyncio.gather(*(worker.run() for worker in self.workers))
+        try:
+            await asyncio.gather(*(worker.run() for worker in self.workers))
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._closing is not None:
+            await self._closing()
 
 
 def build_worker(
@@ -143,7 +153,7 @@ def build_worker(
         # stalls must not hold many to run them in one burst later.
         max_concurrent_activities=STRIPE_WORKER_SLOTS)
     chosen_queues = {"all": (main, stripe), "cases": (main,), "stripe": (stripe,)}
-    return Workers(*chosen_queues[settings.WORKER_QUEUES])
+    return Workers(*chosen_queues[settings.WORKER_QUEUES], closing=stripe_acts.close)
 
 
 async def main() -> None:

@@ -1,6 +1,6 @@
 """Stripe activities: the only code that reads or moves money in Stripe.
 
-Async activities on the SDK's `*_async` methods (httpx), so the worker needs no
+Async activities on the SDK's `*_async` methods (aiohttp), so the worker needs no
 activity executor. SDK network retries are off: Temporal retries, and every failure
 leaves here as a typed ApplicationError (`map_stripe_error`). A refund is created only
 after a look-up of the charge's refunds for one carrying this case's id, with an explicit
@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -55,6 +56,7 @@ from activities.stripe_models import (
 from activities.stripe_pacing import RequestPacer
 from core.config import Settings
 from core.money import plain
+from core.tracing import http_client_span
 
 if TYPE_CHECKING:  # the SDK's typed request parameters (not exported at top level)
     from stripe.params._charge_list_params import ChargeListParams
@@ -91,13 +93,15 @@ class _NotFound(Exception):
 _REQUESTS: ContextVar[list[int] | None] = ContextVar("stripe_requests", default=None)
 
 
-class _CountingHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client: every request waits for the pacer's token, then is counted
+class _PacedHTTPClient(stripe.AIOHTTPClient):
+    """The SDK's aiohttp client: every request waits for the pacer's token, then is counted
     for the activity running it (each activity is its own asyncio task, so a context
-    variable tells them apart). It sees every request the SDK makes, pages included."""
+    variable tells them apart), in a client span when tracing is on. It sees every request
+    the SDK makes, pages included. aiohttp rather than the SDK's httpx client: a request
+    costs the worker 0.55 ms of CPU against 1.4 ms (issue 12)."""
 
     def __init__(self, *, timeout: float, pacer: RequestPacer) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(timeout=aiohttp.ClientTimeout(total=timeout))
         self._pacer = pacer
 
     async def request_async(self, method: str, url: str, headers: Mapping[str, str],
@@ -106,7 +110,11 @@ class _CountingHTTPXClient(stripe.HTTPXClient):
         counter = _REQUESTS.get()
         if counter is not None:
             counter[0] += 1
-        return await super().request_async(method, url, headers, post_data)
+        with http_client_span(method, url) as span:
+            answer = await super().request_async(method, url, headers, post_data)
+            if span is not None:
+                span.set_attribute("http.response.status_code", answer[1])
+            return answer
 
 
 @contextlib.contextmanager
@@ -282,13 +290,18 @@ class StripeActivities:
                  pacer: RequestPacer | None = None):
         self.pacer = pacer or RequestPacer(
             stripe_dispatch_rate(settings.STRIPE_MAX_REQUESTS_PER_SECOND))
+        self._http = _PacedHTTPClient(timeout=http_timeout, pacer=self.pacer)
         self._stripe = stripe.StripeClient(
             settings.STRIPE_API_KEY,
             base_addresses={"api": settings.STRIPE_API_BASE},
             max_network_retries=0,
-            http_client=_CountingHTTPXClient(timeout=http_timeout, pacer=self.pacer),
+            http_client=self._http,
         )
         self._v1 = self._stripe.v1
+
+    async def close(self) -> None:
+        """Close the HTTP connections (their session is made by the first request)."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.stripe_gather_facts, self.stripe_create_refund, self.stripe_get_refund,

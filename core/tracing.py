@@ -1,6 +1,7 @@
 """OpenTelemetry traces: one trace from the intake webhook (FastAPI's instrumentation)
 through the workflow and its activities (temporalio.contrib.opentelemetry, which carries
-the context in Temporal headers) to the Stripe HTTP calls (httpx instrumentation).
+the context in Temporal headers) to the Stripe HTTP calls (`http_client_span`, around each
+request of the Stripe SDK's aiohttp client).
 
 Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then `configure_tracing` installs a tracer
 provider that exports by OTLP/HTTP (the collector's :4318) and every client made by
@@ -11,17 +12,20 @@ usual meaning."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from core.config import Settings
 
 TRACER_NAME = "refund-desk"
+_http_tracer: Tracer | None = None  # set by instrument_http_clients
 
 
 def configure_tracing(settings: Settings, service_name: str) -> TracerProvider | None:
@@ -70,15 +74,25 @@ def instrument_fastapi(app: object, provider: TracerProvider | None = None) -> N
 
 
 def instrument_http_clients(provider: TracerProvider) -> None:
-    """Spans for outgoing httpx requests: the Stripe SDK's calls (its HTTPXClient)."""
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=provider)
+    """Client spans for outgoing HTTP requests: the Stripe SDK's (`http_client_span`)."""
+    global _http_tracer
+    _http_tracer = provider.get_tracer(TRACER_NAME)
 
 
 def uninstrument_http_clients() -> None:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    global _http_tracer
+    _http_tracer = None
 
-    HTTPXClientInstrumentor().uninstrument()
+
+@contextmanager
+def http_client_span(method: str, url: str) -> Iterator[Span | None]:
+    """A CLIENT span around one outgoing request, with OpenTelemetry's HTTP attribute
+    names (the caller adds the status code); None when tracing is off."""
+    if _http_tracer is None:
+        yield None
+        return
+    verb = method.upper()
+    with _http_tracer.start_as_current_span(
+            verb, kind=SpanKind.CLIENT,
+            attributes={"http.request.method": verb, "url.full": url}) as span:
+        yield span
