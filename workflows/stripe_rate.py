@@ -52,10 +52,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 T = TypeVar("T")
-# How a caller runs the activity (RefundCase's CaseRuntime.first_alone): given a run with a
-# retry policy and a deadline, the policy and the deadline.
-Runner = Callable[[Callable[[RetryPolicy, timedelta | None], Awaitable[T]], RetryPolicy,
-                   timedelta | None], Awaitable[T]]
+# One run of an activity: with this retry policy, within this schedule-to-close deadline
+# (None: none); and how a caller makes the runs (RefundCase's CaseRuntime.first_alone).
+Attempts = Callable[[RetryPolicy, timedelta | None], Awaitable[T]]
+Runner = Callable[[Attempts[T], RetryPolicy, timedelta | None], Awaitable[T]]
 
 PERMITS_ALONGSIDE = "stripe-permits-alongside"  # permits in the activity's workflow task
 

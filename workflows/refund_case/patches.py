@@ -65,7 +65,7 @@ LEAN_IDS = BASELINE_IDS | {REPLY_REOPENS, STRIPE_PACED, LEAN_VIEW, PIN_LOCALLY}
 # case after 20 attempts (about 8 minutes).
 POLICY_PIN_WAITS = "policy-pin-waits"
 # The view at rest (issue 12): the search attributes are written where the case comes to
-# rest, not at each step it passes through in a moment (runtime.CaseRuntime.first_attempt).
+# rest, not at each step it passes through in a moment (runtime.CaseRuntime.first_alone).
 VIEW_AT_REST = "view-at-rest"
 
 # The third baseline: a new id asked in the first steps of every case would cost each case

@@ -44,13 +44,11 @@ with workflow.unsafe.imports_passed_through():
     from core.money import plain
     from policies.model import Policy
 
+    from ..stripe_rate import Attempts
     from . import patches
     from .patches import AgentPaths
 
 T = TypeVar("T")
-# One run of a step's activity: with this retry policy, within this schedule-to-close
-# deadline (None: none).
-Attempts = Callable[[RetryPolicy, timedelta | None], Awaitable[T]]
 
 
 # The state stays bounded whatever a customer sends: the timeline keeps its first entries
