@@ -1,12 +1,13 @@
 """The ops view at rest (patch `view-at-rest`, issue 12): a case's search attributes are
 written where it comes to rest, not at each step it passes through in a moment; a step
-whose first attempt fails shows at once, and a case leaving an agent's queue leaves it at
-once. Read from the histories: each upsert event is what visibility was given."""
+whose first attempt fails shows at once, and so does a case leaving an agent's queue or
+closing. Read from the histories: each upsert event is what visibility was given."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -109,4 +110,23 @@ async def test_a_case_leaves_the_agents_queue_at_once(time_env: WorkflowEnvironm
     assert [s for _, s in statuses][1:] == ["awaiting_info", "approved", "refunded",
                                             "completed"]
     [at] = [i for i, s in statuses if s == "approved"]
+    assert at < answered
+
+
+async def test_a_denied_case_shows_it_is_closed_at_once(time_env: WorkflowEnvironment) -> None:
+    """A case that closes does not wait: the task that denies writes `denied` before the
+    denial email's first attempt is answered, so a second request for the charge finds
+    the case closed and starts one of its own."""
+    fakes = Fakes(charge_age=timedelta(days=40))  # change of mind after the 14 days
+    async with Case(time_env, fakes, request()) as case:
+        state = await case.result()
+        events = list((await case.handle.fetch_history()).events)
+    assert state.status == "denied"
+    *_, denial = activity_events(events, "send_email",
+                                 EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    [answered] = [d for d in activity_events(events, "send_email",
+                                             EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+                  if d > denial]
+    [at] = [e.event_id for e in events
+            if e.event_type == UPSERT and written(e).get("RefundStatus") == "denied"]
     assert at < answered

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.stripe_models import STRIPE_PAUSE, STRIPE_STEP_DEADLINE
     from core import search_attributes as sa
     from core.contract import (
+        OPEN_STATUSES,
         QUEUE_MEMO,
         QUEUE_STATUSES,
         CaseState,
@@ -194,11 +195,13 @@ class CaseRuntime:
     def _holds_view(self) -> bool:
         """View at rest: while the case waits on the first attempt of a step's activity (a
         Stripe call, an email), the write waits for where the case comes to rest, or for
-        that attempt to fail. A case in an agent's queue (as its attributes in force say)
-        leaves it at once: the agent who acted sees it go."""
+        that attempt to fail. Not when the case leaves an agent's queue (as its attributes
+        in force say), so the agent who acted sees it go, nor when it closes, so a second
+        request for the charge finds it closed and starts a case of its own."""
         if not (self.paths.view_at_rest and self._first_attempts):
             return False
-        return workflow.info().typed_search_attributes.get(sa.STATUS) not in QUEUE_STATUSES
+        in_force = workflow.info().typed_search_attributes.get(sa.STATUS)
+        return in_force not in QUEUE_STATUSES and self.case.status in OPEN_STATUSES
 
     async def first_alone(self, run: Attempts[T], policy: RetryPolicy,
                           deadline: timedelta | None) -> T:
