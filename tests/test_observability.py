@@ -88,7 +88,7 @@ async def observed(dev_env: WorkflowEnvironment, localstripe_url: str, tmp_path:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    tracing.instrument_http_clients(provider)  # the Stripe SDK's httpx calls
+    tracing.instrument_http_clients(provider)  # the Stripe SDK's requests
     stripe = StripeReplayServer(upstream=localstripe_url).start()
     stripe.reply("POST", "/v1/refunds", "rate_limit")  # the first refund call: 429
     sendgrid_capture.fail_next(429)  # the first email: 429

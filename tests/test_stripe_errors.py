@@ -4,15 +4,18 @@ StripePermanent (stop, route to an agent)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.stripe_activities import StripeActivities
 from activities.stripe_models import CreateRefundInput, GatherFactsInput, GetRefundInput
 from core.models import RefundReason, RefundRequest
 from stack.stripe_seed import seed_charge
+from tests.stripe_fixtures import settings_for
 from tests.stripe_replay_server import API_KEY
 
 pytest_plugins = ["tests.stripe_fixtures"]
@@ -101,3 +104,28 @@ async def test_gather_facts_maps_errors_other_than_not_found(
             GatherFactsInput(case_id=request.case_id, request=request),
         )
     assert (err.value.type, err.value.details[0]["code"]) == (error_type, code)
+
+
+async def test_an_answer_cut_off_is_a_transient_error() -> None:
+    """Stripe's connection drops in the middle of the body: a transient error (retried),
+    typed like any other failure to reach Stripe, not an untyped one."""
+    async def half_an_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                             ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"id\": \"re_")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(half_an_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    acts = StripeActivities(settings_for(f"http://127.0.0.1:{port}"))
+    try:
+        with pytest.raises(ApplicationError) as err:
+            await ActivityEnvironment().run(acts.stripe_get_refund,
+                                            GetRefundInput(refund_id="re_cut_off"))
+    finally:
+        await acts.close()
+        server.close()
+    assert err.value.type == TRANSIENT and not err.value.non_retryable
+    assert "did not arrive whole" in str(err.value)

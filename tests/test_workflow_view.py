@@ -16,8 +16,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from core import search_attributes as sa
 from core.models import CustomerReplySignal
-from tests.workflow_doubles import Case, Fakes, record_history, request, stripe_transient
+from tests.workflow_doubles import (
+    Case,
+    Fakes,
+    record_history,
+    request,
+    stripe_transient,
+)
 from workflows.refund_case import RefundCase
+from workflows.refund_case.runtime import FIRST_PICK_UP
 
 UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
 
@@ -61,8 +68,8 @@ async def test_a_refund_held_up_shows_once_its_first_attempt_fails(
     assert {c.idempotency_key for c in fakes.refund_calls} == {f"{case.request.case_id}:refund"}
     [failed] = activity_events(events, "stripe_create_refund",
                                EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
-    first, _ = activity_events(events, "stripe_create_refund",
-                               EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    first, again = activity_events(events, "stripe_create_refund",
+                                   EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     [made] = activity_events(events, "stripe_create_refund",
                              EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     # written by the task that tries again, before the second try's answer
@@ -71,6 +78,15 @@ async def test_a_refund_held_up_shows_once_its_first_attempt_fails(
     assert shown == {"RefundStatus": "refunding", "RefundPolicyVersion": state.policy_version,
                      "RefundRisk": "low", "RefundAmount": 4900, "RefundCurrency": "usd"}
     assert not [e for e in events if e.event_type == UPSERT and first > e.event_id > 6]
+    # the first attempt alone, to be picked up within FIRST_PICK_UP; then the usual retries
+    runs = {e.event_id: e.activity_task_scheduled_event_attributes for e in events
+            if e.event_id in (first, again)}
+    assert runs[first].retry_policy.maximum_attempts == 1
+    assert runs[first].schedule_to_start_timeout.ToTimedelta() == FIRST_PICK_UP
+    assert runs[again].retry_policy.maximum_attempts == 0
+    assert not runs[again].HasField("schedule_to_start_timeout") or \
+        runs[again].schedule_to_start_timeout.ToTimedelta() >= runs[again] \
+        .schedule_to_close_timeout.ToTimedelta()
 
 
 async def test_an_approval_email_held_up_shows_the_approval(
@@ -130,3 +146,4 @@ async def test_a_denied_case_shows_it_is_closed_at_once(time_env: WorkflowEnviro
     [at] = [e.event_id for e in events
             if e.event_type == UPSERT and written(e).get("RefundStatus") == "denied"]
     assert at < answered
+

@@ -53,8 +53,9 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 # One run of an activity: with this retry policy, within this schedule-to-close deadline
-# (None: none); and how a caller makes the runs (RefundCase's CaseRuntime.first_alone).
-Attempts = Callable[[RetryPolicy, timedelta | None], Awaitable[T]]
+# and picked up within this schedule-to-start timeout (None: none); and how a caller makes
+# the runs (RefundCase's CaseRuntime.first_alone).
+Attempts = Callable[[RetryPolicy, timedelta | None, timedelta | None], Awaitable[T]]
 Runner = Callable[[Attempts[T], RetryPolicy, timedelta | None], Awaitable[T]]
 
 PERMITS_ALONGSIDE = "stripe-permits-alongside"  # permits in the activity's workflow task
@@ -95,11 +96,12 @@ async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
     alongside = not paced and workflow.patched(PERMITS_ALONGSIDE)
     limited = 0
 
-    def run(policy: RetryPolicy, left: timedelta | None) -> Awaitable[T]:
+    def run(policy: RetryPolicy, left: timedelta | None, pick_up: timedelta | None
+            ) -> Awaitable[T]:
         return workflow.execute_activity(
             activity, arg, result_type=result_type, task_queue=queue(),
             start_to_close_timeout=STRIPE_START_TO_CLOSE, schedule_to_close_timeout=left,
-            retry_policy=policy, summary=summary)
+            schedule_to_start_timeout=pick_up, retry_policy=policy, summary=summary)
 
     while True:
         if alongside:  # the permits, then the activity, in this workflow task
@@ -109,7 +111,7 @@ async def call(activity: str, arg: Any, *, result_type: type[T], summary: str,
             permits = []
         try:
             if runner is None:
-                return await run(STRIPE_QUEUE_RETRY_POLICY, deadline)
+                return await run(STRIPE_QUEUE_RETRY_POLICY, deadline, None)
             return await runner(run, STRIPE_QUEUE_RETRY_POLICY, deadline)
         except ActivityError as err:
             cause = err.cause

@@ -56,8 +56,9 @@ T = TypeVar("T")
 # and its latest ones (Temporal's event history keeps every signal and activity).
 MAX_TIMELINE = 400
 TIMELINE_HEAD = 40
-# A step whose first attempt used up its deadline still gets a last try (view at rest).
-MIN_DEADLINE_LEFT = timedelta(seconds=30)
+# View at rest: a step's first attempt not picked up by a worker within this (a worker
+# down, a backlog) shows the step in the view, and the step goes on with its retries.
+FIRST_PICK_UP = timedelta(seconds=30)
 
 
 # Lean view: attributes that wait for another change to be written with it (the pinned
@@ -207,26 +208,28 @@ class CaseRuntime:
                           deadline: timedelta | None) -> T:
         """A step's activity, its first attempt on its own (view at rest): a case passes
         through a step in a moment and its view is written where it rests; a first attempt
-        that fails ends the pause, the view is written, and the step goes on with its usual
-        retries within what is left of its deadline. A failure no retry can help is
-        raised as it was."""
+        that fails, or that no worker picks up within FIRST_PICK_UP, ends the pause, the
+        view is written, and the step goes on at once with its usual retries within what
+        is left of its deadline. A failure no retry can help, or the deadline passed, is
+        raised as it was. So the view waits at most FIRST_PICK_UP plus the activity's
+        start-to-close timeout."""
         if not self.paths.view_at_rest:
-            return await run(policy, deadline)
+            return await run(policy, deadline, None)
         began = workflow.now()
         self._first_attempts += 1
         try:
-            return await run(dataclasses.replace(policy, maximum_attempts=1), deadline)
+            return await run(dataclasses.replace(policy, maximum_attempts=1), deadline,
+                             FIRST_PICK_UP)
         except ActivityError as err:
-            if not _retryable(err, policy):
+            left = None if deadline is None else deadline - (workflow.now() - began)
+            if not _retryable(err, policy) or (left is not None and left <= timedelta(0)):
                 raise
         finally:
             self._first_attempts -= 1
             if self._view_held and not self._first_attempts:
                 self._view_held = False
                 self.keep_search_attributes()
-        left = None if deadline is None else max(deadline - (workflow.now() - began),
-                                                 MIN_DEADLINE_LEFT)
-        return await run(policy, left)
+        return await run(policy, left, None)
 
     def keep_queue_card(self) -> None:
         card = queue_card_of(self.case)
@@ -311,18 +314,19 @@ class CaseRuntime:
 
     def start_email(self, email: EmailInput, summary: str,
                     retry_policy: RetryPolicy = EMAIL_RETRY_POLICY,
-                    deadline: timedelta | None = EMAIL_DEADLINE
-                    ) -> workflow.ActivityHandle[EmailSent]:
+                    deadline: timedelta | None = EMAIL_DEADLINE,
+                    pick_up: timedelta | None = None) -> workflow.ActivityHandle[EmailSent]:
         return workflow.start_activity(
             SEND_EMAIL, email, result_type=EmailSent,
             start_to_close_timeout=EMAIL_START_TO_CLOSE, schedule_to_close_timeout=deadline,
-            retry_policy=retry_policy, summary=summary)
+            schedule_to_start_timeout=pick_up, retry_policy=retry_policy, summary=summary)
 
     async def email(self, template: str, step: str, context: dict[str, Any]) -> bool:
         email = self.email_input(template, step, context)
         summary = f"Email the customer: {template}"
         return await self.email_done(self.first_alone(
-            lambda policy, deadline: self.start_email(email, summary, policy, deadline),
+            lambda policy, deadline, pick_up: self.start_email(email, summary, policy,
+                                                               deadline, pick_up),
             EMAIL_RETRY_POLICY, EMAIL_DEADLINE), email)
 
     async def email_done(self, handle: Awaitable[EmailSent], email: EmailInput) -> bool:
