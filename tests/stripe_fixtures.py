@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -16,9 +16,11 @@ def settings_for(api_base: str) -> Settings:
 
 
 @pytest.fixture
-def stripe_acts(localstripe_url: str) -> StripeActivities:
-    """The activities, straight against localstripe."""
-    return StripeActivities(settings_for(localstripe_url))
+async def stripe_acts(localstripe_url: str) -> AsyncIterator[StripeActivities]:
+    """The activities, straight against localstripe (their connections closed after)."""
+    acts = StripeActivities(settings_for(localstripe_url))
+    yield acts
+    await acts.close()
 
 
 @pytest.fixture
@@ -32,6 +34,9 @@ def stripe_replay(localstripe_url: str) -> Iterator[StripeReplayServer]:
 
 
 @pytest.fixture
-def stripe_replay_acts(stripe_replay: StripeReplayServer) -> StripeActivities:
+async def stripe_replay_acts(stripe_replay: StripeReplayServer
+                             ) -> AsyncIterator[StripeActivities]:
     """The activities, talking to Stripe through the replay server."""
-    return StripeActivities(settings_for(stripe_replay.url))
+    acts = StripeActivities(settings_for(stripe_replay.url))
+    yield acts
+    await acts.close()
