@@ -77,16 +77,18 @@ async def test_a_refund_held_up_shows_once_its_first_attempt_fails(
                if e.event_type == UPSERT and failed < e.event_id < made]
     assert shown == {"RefundStatus": "refunding", "RefundPolicyVersion": state.policy_version,
                      "RefundRisk": "low", "RefundAmount": 4900, "RefundCurrency": "usd"}
-    assert not [e for e in events if e.event_type == UPSERT and first > e.event_id > 6]
+    before = [set(written(e)) for e in events if e.event_type == UPSERT and e.event_id < first]
+    assert before == [{"TemporalChangeVersion"}]  # the patch's own, nothing of the case's
     # the first attempt alone, to be picked up within FIRST_PICK_UP; then the usual retries
     runs = {e.event_id: e.activity_task_scheduled_event_attributes for e in events
             if e.event_id in (first, again)}
     assert runs[first].retry_policy.maximum_attempts == 1
     assert runs[first].schedule_to_start_timeout.ToTimedelta() == FIRST_PICK_UP
     assert runs[again].retry_policy.maximum_attempts == 0
-    assert not runs[again].HasField("schedule_to_start_timeout") or \
-        runs[again].schedule_to_start_timeout.ToTimedelta() >= runs[again] \
-        .schedule_to_close_timeout.ToTimedelta()
+    # no pick-up of its own: the server gives it the rest of the deadline
+    assert runs[again].schedule_to_start_timeout == runs[again].schedule_to_close_timeout
+    assert runs[again].schedule_to_close_timeout.ToTimedelta() < \
+        runs[first].schedule_to_close_timeout.ToTimedelta()
 
 
 async def test_an_approval_email_held_up_shows_the_approval(
